@@ -13,3 +13,5 @@
 //! types, no hash-map iteration order. Same snapshot, same bytes.
 
 pub mod model;
+pub mod resolve;
+pub mod ruleset;

@@ -5,6 +5,7 @@
 //! reads them.
 
 pub mod labels;
+pub mod net;
 pub mod policy;
 pub mod snapshot;
 

@@ -1,0 +1,106 @@
+//! Peers of a rule: pod and namespace selectors to pods, ipBlocks to address
+//! ranges with `except` carved out.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::index::Index;
+use super::AddrLists;
+use crate::model::net::{carve, AddrEntry, AddrRange};
+use crate::model::{NamespaceScope, Peer, Selector};
+
+/// Resolved selectors of one sync: identical (namespace scope, pod selector)
+/// pairs, common across policies, are looked up once.
+#[derive(Default)]
+pub struct PeerCache {
+    by_selector: HashMap<(String, NamespaceScope, Selector), Rc<Vec<usize>>>,
+}
+
+impl PeerCache {
+    /// Positions of the pods a `Pods` peer selects, seen from a policy in `own`.
+    fn pods(
+        &mut self,
+        index: &Index<'_>,
+        own: &str,
+        scope: &NamespaceScope,
+        sel: &Selector,
+    ) -> Rc<Vec<usize>> {
+        // Only `Own` depends on the policy's namespace.
+        let own_key = match scope {
+            NamespaceScope::Own => own.to_owned(),
+            NamespaceScope::Matching(_) => String::new(),
+        };
+        let key = (own_key, scope.clone(), sel.clone());
+        if let Some(hit) = self.by_selector.get(&key) {
+            return Rc::clone(hit);
+        }
+        let namespaces = index.namespaces(own, scope);
+        let found = Rc::new(index.select(&namespaces, sel));
+        self.by_selector.insert(key, Rc::clone(&found));
+        found
+    }
+
+    /// The pods every `Pods` peer of a rule selects (sorted, unique), or
+    /// `None` when the rule has no peers (every address).
+    pub fn rule_pods(
+        &mut self,
+        index: &Index<'_>,
+        own: &str,
+        peers: &[Peer],
+    ) -> Option<Rc<Vec<usize>>> {
+        if peers.is_empty() {
+            return None;
+        }
+        let mut lists: Vec<Rc<Vec<usize>>> = peers
+            .iter()
+            .filter_map(|p| match p {
+                Peer::Pods { namespaces, pods } => Some(self.pods(index, own, namespaces, pods)),
+                Peer::IpBlock { .. } => None,
+            })
+            .collect();
+        if lists.len() == 1 {
+            return lists.pop();
+        }
+        let mut all: Vec<usize> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        Some(Rc::new(all))
+    }
+}
+
+/// The addresses of a rule's peers: every IP of every selected pod, and every
+/// ipBlock minus its excepts.
+pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer]) -> AddrLists {
+    let mut entries: Vec<AddrEntry> = pods
+        .iter()
+        .flat_map(|l| l.iter())
+        .flat_map(|&i| pod_entries(index, i))
+        .collect();
+    for peer in peers {
+        if let Peer::IpBlock { cidr, except } = peer {
+            let comment = if except.is_empty() {
+                format!("ipBlock {cidr}")
+            } else {
+                let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
+                format!("ipBlock {cidr} except {}", holes.join(" "))
+            };
+            entries.extend(carve(cidr, except).into_iter().map(|range| AddrEntry {
+                range,
+                comment: Some(crate::ruleset::names::comment(&comment)),
+            }));
+        }
+    }
+    AddrLists::from_entries(entries)
+}
+
+/// One entry per IP of the pod at position `i`, commented `ns/pod`.
+pub fn pod_entries<'a>(index: &Index<'a>, i: usize) -> impl Iterator<Item = AddrEntry> + 'a {
+    let pod = index.pods[i];
+    pod.ips.iter().map(move |ip| AddrEntry {
+        range: AddrRange::single(*ip),
+        comment: Some(crate::ruleset::names::comment(&format!(
+            "{}/{}",
+            pod.namespace, pod.name
+        ))),
+    })
+}

@@ -1,0 +1,308 @@
+//! `build`: from a `Resolution` to the `Ruleset`, in a fixed order.
+//!
+//! Layout (DESIGN section 3): base chains whose first rules accept
+//! established traffic and neighbour discovery, then dispatch each packet by
+//! the local pod's address to that pod's chain; a pod chain jumps to every
+//! policy chain that selects the pod and ends in a counted drop; a policy
+//! chain accepts what its rules allow, with one set of peer addresses per
+//! rule and family.
+
+use super::names;
+use super::{
+    AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, Rule, Ruleset,
+    SetElement, Verdict, VerdictMap,
+};
+use crate::model::Direction;
+use crate::resolve::{NamedPort, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule};
+
+/// Priority of the egress base chains: before ingress, so that an egress
+/// `accept` hands the packet on to the ingress chain of the same hook.
+pub const EGRESS_PRIORITY: i32 = -1;
+/// Priority of the ingress base chain.
+pub const INGRESS_PRIORITY: i32 = 0;
+
+/// Builds the ruleset for a resolution.
+pub fn build(resolution: &Resolution) -> Ruleset {
+    let mut rs = Ruleset::default();
+    for dir in Direction::ALL {
+        for family in Family::ALL {
+            rs.maps.push(dispatch_map(resolution, dir, family));
+        }
+    }
+    rs.chains.push(base_chain(Hook::Forward, Direction::Egress));
+    rs.chains
+        .push(base_chain(Hook::Forward, Direction::Ingress));
+    rs.chains.push(base_chain(Hook::Input, Direction::Egress));
+    for pod in &resolution.pods {
+        for dir in Direction::ALL {
+            let policies = pod.policies(dir);
+            if policies.is_empty() {
+                continue;
+            }
+            let mut rules: Vec<Rule> = policies
+                .iter()
+                .map(|p| {
+                    Rule::new(vec![], Verdict::Jump(names::policy_chain(dir, p)))
+                        .comment(p.to_string())
+                })
+                .collect();
+            rules.push(Rule::new(vec![], Verdict::Drop).counted().comment(format!(
+                "{} isolated for {dir}: no policy allowed this",
+                pod.key
+            )));
+            rs.chains.push(Chain {
+                name: names::pod_chain(dir, &pod.key),
+                base: None,
+                comment: names::comment(&format!("{dir} of pod {}", pod.key)),
+                rules,
+            });
+        }
+    }
+    for policy in &resolution.policies {
+        policy_chain(&mut rs, policy);
+    }
+    rs
+}
+
+fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> VerdictMap {
+    let mut elements: Vec<MapElement> = resolution
+        .pods
+        .iter()
+        .filter(|p| !p.policies(dir).is_empty())
+        .flat_map(|p| {
+            p.ips
+                .iter()
+                .filter(|ip| Family::of(ip) == family)
+                .map(|ip| MapElement {
+                    addr: *ip,
+                    comment: names::comment(&p.key.to_string()),
+                    chain: names::pod_chain(dir, &p.key),
+                })
+        })
+        .collect();
+    elements.sort();
+    elements.dedup_by(|a, b| a.addr == b.addr);
+    VerdictMap {
+        name: names::dispatch_map(dir, family),
+        family,
+        comment: format!("local pods isolated for {dir}: address to pod chain"),
+        elements,
+    }
+}
+
+fn base_chain(hook: Hook, dir: Direction) -> Chain {
+    let (priority, field) = match dir {
+        Direction::Egress => (EGRESS_PRIORITY, AddrField::Source),
+        Direction::Ingress => (INGRESS_PRIORITY, AddrField::Destination),
+    };
+    let mut rules = vec![
+        Rule::new(
+            vec![Match::Ct(CtMatch::EstablishedRelated)],
+            Verdict::Accept,
+        )
+        .comment("replies and related traffic of allowed flows"),
+        Rule::new(vec![Match::Icmpv6NeighbourDiscovery], Verdict::Accept)
+            .comment("IPv6 neighbour discovery is always allowed"),
+    ];
+    // Invalid packets are dropped on the forward path only: on input they are
+    // the node's own business.
+    if hook == Hook::Forward {
+        rules.push(
+            Rule::new(vec![Match::Ct(CtMatch::Invalid)], Verdict::Drop)
+                .comment("conntrack invalid"),
+        );
+    }
+    for family in Family::ALL {
+        rules.push(
+            Rule::new(
+                vec![],
+                Verdict::Dispatch {
+                    family,
+                    field,
+                    map: names::dispatch_map(dir, family),
+                },
+            )
+            .comment(format!("isolated local pods to their {dir} chain")),
+        );
+    }
+    let what = match (hook, dir) {
+        (Hook::Input, _) => "egress of local pods to this node",
+        (Hook::Forward, Direction::Egress) => "egress of local pods (bridged and routed)",
+        (Hook::Forward, Direction::Ingress) => "ingress of local pods (bridged and routed)",
+    };
+    Chain {
+        name: names::base_chain(hook, dir),
+        base: Some(BaseChain { hook, priority }),
+        comment: what.to_owned(),
+        rules,
+    }
+}
+
+fn policy_chain(rs: &mut Ruleset, policy: &ResolvedPolicy) {
+    let dir = policy.direction;
+    let mut rules = Vec::new();
+    for rule in &policy.rules {
+        rule_rules(rs, policy, rule, &mut rules);
+    }
+    let comment = if policy.rules.is_empty() {
+        format!("{} {dir}: no {dir} rules, allows nothing", policy.key)
+    } else {
+        format!("{} {dir} rules", policy.key)
+    };
+    rs.chains.push(Chain {
+        name: names::policy_chain(dir, &policy.key),
+        base: None,
+        comment: names::comment(&comment),
+        rules,
+    });
+}
+
+/// The nft rules of one policy rule: (peer match per family) × (port match).
+fn rule_rules(rs: &mut Ruleset, policy: &ResolvedPolicy, rule: &ResolvedRule, out: &mut Vec<Rule>) {
+    let dir = policy.direction;
+    let field = match dir {
+        Direction::Ingress => AddrField::Source,
+        Direction::Egress => AddrField::Destination,
+    };
+    let label = format!("{} {dir}[{}]", policy.key, rule.index);
+    // `None`: any address of any family; `Some((family, match))` otherwise.
+    let peer_matches: Vec<Option<(Family, Match)>> = match &rule.peers {
+        Peers::Any => vec![None],
+        Peers::Addrs(lists) => Family::ALL
+            .into_iter()
+            .filter(|f| !lists.family(*f).is_empty())
+            .map(|family| {
+                let set = names::peer_set(&policy.key, dir, rule.index, family);
+                rs.sets.push(addr_set(
+                    &set,
+                    family,
+                    lists.family(family),
+                    &format!("peers of {label}"),
+                ));
+                Some((family, Match::AddrInSet { family, field, set }))
+            })
+            .collect(),
+    };
+    let accept =
+        |matches: Vec<Match>, comment: &str| Rule::new(matches, Verdict::Accept).comment(comment);
+    match &rule.ports {
+        Ports::Any => {
+            for pm in &peer_matches {
+                out.push(accept(pm.iter().map(|(_, m)| m.clone()).collect(), &label));
+            }
+        }
+        Ports::Listed { numeric, named } => {
+            for pm in &peer_matches {
+                for (protocol, range) in numeric {
+                    let mut matches: Vec<Match> = pm.iter().map(|(_, m)| m.clone()).collect();
+                    matches.push(match range {
+                        None => Match::L4Proto(*protocol),
+                        Some(ports) => Match::DestPort {
+                            protocol: *protocol,
+                            ports: *ports,
+                        },
+                    });
+                    out.push(accept(matches, &label));
+                }
+            }
+            for np in named {
+                named_rules(rs, policy, rule, np, &peer_matches, &label, out);
+            }
+        }
+    }
+}
+
+fn named_rules(
+    rs: &mut Ruleset,
+    policy: &ResolvedPolicy,
+    rule: &ResolvedRule,
+    np: &NamedPort,
+    peer_matches: &[Option<(Family, Match)>],
+    label: &str,
+    out: &mut Vec<Rule>,
+) {
+    match np {
+        NamedPort::Local {
+            pod,
+            addrs,
+            protocol,
+            port,
+            name,
+        } => {
+            for pm in peer_matches {
+                for addr in addrs
+                    .iter()
+                    .filter(|a| pm.as_ref().is_none_or(|(f, _)| *f == Family::of(a)))
+                {
+                    let mut matches: Vec<Match> = pm.iter().map(|(_, m)| m.clone()).collect();
+                    matches.push(Match::AddrIs {
+                        field: AddrField::Destination,
+                        addr: *addr,
+                    });
+                    matches.push(Match::DestPort {
+                        protocol: *protocol,
+                        ports: super::PortRange::single(*port),
+                    });
+                    out.push(
+                        Rule::new(matches, Verdict::Accept)
+                            .comment(format!("{label} port {name} of {pod}")),
+                    );
+                }
+            }
+        }
+        NamedPort::Peers {
+            protocol,
+            port,
+            name,
+            addrs,
+        } => {
+            for family in Family::ALL {
+                let list = addrs.family(family);
+                if list.is_empty() {
+                    continue;
+                }
+                let set = names::named_port_set(
+                    &policy.key,
+                    policy.direction,
+                    rule.index,
+                    *protocol,
+                    *port,
+                    family,
+                );
+                rs.sets.push(addr_set(
+                    &set,
+                    family,
+                    list,
+                    &format!("peers of {label} with port {name}"),
+                ));
+                out.push(
+                    Rule::new(
+                        vec![
+                            Match::AddrInSet {
+                                family,
+                                field: AddrField::Destination,
+                                set,
+                            },
+                            Match::DestPort {
+                                protocol: *protocol,
+                                ports: super::PortRange::single(*port),
+                            },
+                        ],
+                        Verdict::Accept,
+                    )
+                    .comment(format!("{label} port {name}")),
+                );
+            }
+        }
+    }
+}
+
+fn addr_set(name: &str, family: Family, elements: &[SetElement], comment: &str) -> AddrSet {
+    AddrSet {
+        name: name.to_owned(),
+        family,
+        interval: elements.iter().any(|e| e.range.is_range()),
+        comment: names::comment(comment),
+        elements: elements.to_vec(),
+    }
+}

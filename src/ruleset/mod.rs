@@ -1,0 +1,272 @@
+//! The typed nftables model: one table `inet kube-nftpolicy`, its sets,
+//! verdict maps and chains.
+//!
+//! This is the single truth between resolution and the kernel: `render`
+//! prints it as `nft list table` does, the dataplane turns it into one
+//! netlink batch, and `trace` evaluates packets against it. It is plain
+//! data: no I/O, no `kube` types.
+
+pub mod build;
+pub mod names;
+pub mod render;
+pub mod trace;
+
+use std::net::IpAddr;
+
+pub use crate::model::net::{AddrEntry as SetElement, AddrRange, Family, PortRange};
+pub use crate::model::Protocol;
+
+/// The nftables family of our table.
+pub const TABLE_FAMILY: &str = "inet";
+/// The name of our table (ours alone: nothing else is ever touched).
+pub const TABLE_NAME: &str = "kube-nftpolicy";
+/// The comment on our table.
+pub const TABLE_COMMENT: &str = "managed by kube-nftpolicy; do not edit";
+
+/// Which address of the packet a match reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AddrField {
+    /// The source address (`saddr`).
+    Source,
+    /// The destination address (`daddr`).
+    Destination,
+}
+
+impl AddrField {
+    /// `saddr` / `daddr`.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            AddrField::Source => "saddr",
+            AddrField::Destination => "daddr",
+        }
+    }
+}
+
+/// A named set of addresses of one family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrSet {
+    /// The set name (see `names`).
+    pub name: String,
+    /// IPv4 or IPv6.
+    pub family: Family,
+    /// `flags interval`: set when any element is a range.
+    pub interval: bool,
+    /// What the set holds and why.
+    pub comment: String,
+    /// Disjoint, non-adjacent elements, sorted by address (as `nft list` prints them).
+    pub elements: Vec<SetElement>,
+}
+
+impl AddrSet {
+    /// Whether `addr` is in the set.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.elements.iter().any(|e| e.range.contains(addr))
+    }
+}
+
+/// An element of a dispatch map: pod address → `goto` the pod's chain.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapElement {
+    /// The pod address.
+    pub addr: IpAddr,
+    /// `ns/pod`.
+    pub comment: String,
+    /// The chain to `goto`.
+    pub chain: String,
+}
+
+/// A verdict map from one address to a `goto` (the dispatch maps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictMap {
+    /// The map name (`ingress-pods-v4`, ...).
+    pub name: String,
+    /// IPv4 or IPv6 keys.
+    pub family: Family,
+    /// What the map is for.
+    pub comment: String,
+    /// Elements sorted by address.
+    pub elements: Vec<MapElement>,
+}
+
+/// A netfilter hook our base chains attach to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Hook {
+    /// Routed and (with br_netfilter) bridged traffic.
+    Forward,
+    /// Traffic to the node itself.
+    Input,
+}
+
+impl Hook {
+    /// `forward` / `input`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Forward => "forward",
+            Hook::Input => "input",
+        }
+    }
+}
+
+/// What makes a chain a base chain: `type filter hook <hook> priority <p>; policy accept;`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BaseChain {
+    /// The hook.
+    pub hook: Hook,
+    /// Priority relative to `filter` (0); egress chains run first (negative).
+    pub priority: i32,
+}
+
+/// Conntrack states a rule can match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CtMatch {
+    /// `ct state established,related`.
+    EstablishedRelated,
+    /// `ct state invalid`.
+    Invalid,
+}
+
+/// One condition of a rule; a rule matches when all of its matches do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Match {
+    /// `ct state ...`.
+    Ct(CtMatch),
+    /// `ip saddr @set` / `ip6 daddr @set`.
+    AddrInSet {
+        /// The family of the set (also implies the packet's family).
+        family: Family,
+        /// Source or destination.
+        field: AddrField,
+        /// The set's name.
+        set: String,
+    },
+    /// `ip daddr 10.0.0.1` (a single address; implies the family).
+    AddrIs {
+        /// Source or destination.
+        field: AddrField,
+        /// The address.
+        addr: IpAddr,
+    },
+    /// `meta l4proto tcp`.
+    L4Proto(Protocol),
+    /// `tcp dport 80` / `udp dport 8000-9000`.
+    DestPort {
+        /// The protocol (also implies it).
+        protocol: Protocol,
+        /// The port or range.
+        ports: PortRange,
+    },
+    /// `icmpv6 type 133-136`: router and neighbour solicitation/advertisement.
+    Icmpv6NeighbourDiscovery,
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    /// `accept`.
+    Accept,
+    /// `drop`.
+    Drop,
+    /// `jump <chain>`: come back if nothing there decides.
+    Jump(String),
+    /// `ip saddr vmap @map`: look the address up, `goto` the chain found, else go on.
+    Dispatch {
+        /// Family of the map (and of the packet).
+        family: Family,
+        /// Which address is the key.
+        field: AddrField,
+        /// The map's name.
+        map: String,
+    },
+}
+
+/// A rule: matches, an optional counter, a verdict and a comment.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    /// All must hold.
+    pub matches: Vec<Match>,
+    /// `counter` (rendered with the kernel's values, zero in `render`).
+    pub counter: bool,
+    /// What happens on a match.
+    pub verdict: Verdict,
+    /// Where the rule came from, if it says more than its chain.
+    pub comment: Option<String>,
+}
+
+impl Rule {
+    /// A rule with the given matches and verdict, no counter, no comment.
+    pub fn new(matches: Vec<Match>, verdict: Verdict) -> Self {
+        Self {
+            matches,
+            counter: false,
+            verdict,
+            comment: None,
+        }
+    }
+
+    /// Sets the comment.
+    pub fn comment(mut self, comment: impl Into<String>) -> Self {
+        self.comment = Some(names::comment(&comment.into()));
+        self
+    }
+
+    /// Adds a counter.
+    pub fn counted(mut self) -> Self {
+        self.counter = true;
+        self
+    }
+}
+
+/// A chain: a base chain on a hook, or a regular chain reached by jump/goto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The chain's name (see `names`).
+    pub name: String,
+    /// `Some` for base chains.
+    pub base: Option<BaseChain>,
+    /// Where the chain came from.
+    pub comment: String,
+    /// Rules in order.
+    pub rules: Vec<Rule>,
+}
+
+/// The whole table: everything we put in the kernel.
+///
+/// Objects appear in the order `nft list table` prints them after a full
+/// replace: maps, then sets, then chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    /// Dispatch maps.
+    pub maps: Vec<VerdictMap>,
+    /// Peer sets.
+    pub sets: Vec<AddrSet>,
+    /// Base chains, then per-pod chains, then per-policy chains.
+    pub chains: Vec<Chain>,
+}
+
+impl Ruleset {
+    /// The chain called `name`.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    /// The set called `name`.
+    pub fn set(&self, name: &str) -> Option<&AddrSet> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The map called `name`.
+    pub fn map(&self, name: &str) -> Option<&VerdictMap> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+
+    /// Number of rules in all chains.
+    pub fn rule_count(&self) -> usize {
+        self.chains.iter().map(|c| c.rules.len()).sum()
+    }
+
+    /// Number of set and map elements.
+    pub fn element_count(&self) -> usize {
+        self.sets.iter().map(|s| s.elements.len()).sum::<usize>()
+            + self.maps.iter().map(|m| m.elements.len()).sum::<usize>()
+    }
+}

@@ -1,0 +1,1 @@
+//! Evaluates a packet against a `Ruleset`, as the kernel would walk it.
