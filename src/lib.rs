@@ -12,6 +12,8 @@
 //! `model`, `resolve` and `ruleset` are pure: no I/O, no clock, no `kube`
 //! types, no hash-map iteration order. Same snapshot, same bytes.
 
+pub mod lab;
 pub mod model;
 pub mod resolve;
 pub mod ruleset;
+pub mod testing;
