@@ -1,1 +1,3 @@
+//! The `kube-nftpolicy` binary: parse arguments, run the command.
+
 fn main() {}

@@ -7,6 +7,7 @@
 //! resolved once per sync, so the work grows with what the local pods'
 //! policies reference, not with pods × policies × pods.
 
+pub mod explain;
 mod index;
 mod peers;
 mod ports;

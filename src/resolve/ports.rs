@@ -2,13 +2,12 @@
 //! pod (ingress: the selected pod's own ports; egress: each peer pod's).
 
 use std::collections::BTreeMap;
-use std::rc::Rc;
 
 use super::index::Index;
 use super::peers::pod_entries;
 use super::{AddrLists, NamedPort, Ports};
-use crate::model::net::PortRange;
-use crate::model::{Direction, Pod, PortRef, Protocol, Rule};
+use crate::model::net::{carve, AddrEntry, AddrRange, PortRange};
+use crate::model::{Direction, Peer, Pod, PortRef, Protocol, Rule};
 
 /// Resolves the ports of `rule`. `selected` are the local pods the policy
 /// selects; `peer_pods` the rule's peer pods (`None`: every pod).
@@ -24,7 +23,10 @@ pub fn resolve_ports(
     }
     let mut numeric = Vec::new();
     let mut named = Vec::new();
-    for spec in &rule.ports {
+    let mut specs: Vec<_> = rule.ports.iter().collect();
+    specs.sort();
+    specs.dedup();
+    for spec in specs {
         match &spec.port {
             None => numeric.push((spec.protocol, None)),
             Some(PortRef::Number(n)) => {
@@ -40,7 +42,7 @@ pub fn resolve_ports(
             Some(PortRef::Name(name)) => match dir {
                 Direction::Ingress => named.extend(local_named(selected, name, spec.protocol)),
                 Direction::Egress => {
-                    named.extend(peer_named(index, peer_pods, name, spec.protocol))
+                    named.extend(peer_named(index, rule, peer_pods, name, spec.protocol))
                 }
             },
         }
@@ -72,37 +74,47 @@ fn local_named(selected: &[&Pod], name: &str, protocol: Protocol) -> Vec<NamedPo
         .collect()
 }
 
+/// Egress: the pairs (peer address, number) for a named port. A peer is a
+/// selected pod (all its addresses) or a pod whose address lies in one of the
+/// rule's ipBlocks (those addresses only); with no peers, every pod.
 fn peer_named(
     index: &Index<'_>,
+    rule: &Rule,
     peer_pods: Option<&Vec<usize>>,
     name: &str,
     protocol: Protocol,
 ) -> Vec<NamedPort> {
-    let all: Rc<Vec<usize>>;
-    let candidates = match peer_pods {
-        Some(l) => l,
-        None => {
-            all = Rc::new((0..index.pods.len()).collect());
-            &*all
-        }
+    let blocks: Vec<AddrRange> = rule
+        .peers
+        .iter()
+        .flat_map(|p| match p {
+            Peer::IpBlock { cidr, except } => carve(cidr, except),
+            Peer::Pods { .. } => Vec::new(),
+        })
+        .collect();
+    let candidates: Vec<usize> = match peer_pods {
+        Some(list) if blocks.is_empty() => list.clone(),
+        _ => (0..index.pods.len()).collect(),
     };
-    let mut by_port: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
-    for &i in candidates {
-        if let Some(port) = index.pods[i].named_port(name, protocol) {
-            by_port.entry(port.get()).or_default().push(i);
-        }
+    let mut by_port: BTreeMap<u16, Vec<AddrEntry>> = BTreeMap::new();
+    for i in candidates {
+        let pod = index.pods[i];
+        let Some(port) = pod.named_port(name, protocol) else {
+            continue;
+        };
+        let whole = peer_pods.is_none_or(|l| l.binary_search(&i).is_ok());
+        let entries = pod_entries(index, i)
+            .filter(|e| whole || blocks.iter().any(|b| b.contains(&e.range.first)));
+        by_port.entry(port.get()).or_default().extend(entries);
     }
     by_port
         .into_iter()
-        .map(|(port, pods)| NamedPort::Peers {
+        .filter(|(_, entries)| !entries.is_empty())
+        .map(|(port, entries)| NamedPort::Peers {
             protocol,
             port,
             name: name.to_owned(),
-            addrs: AddrLists::from_entries(
-                pods.into_iter()
-                    .flat_map(|i| pod_entries(index, i))
-                    .collect(),
-            ),
+            addrs: AddrLists::from_entries(entries),
         })
         .collect()
 }

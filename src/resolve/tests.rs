@@ -623,3 +623,39 @@ fn resolution_is_independent_of_insertion_order() {
         assert_eq!(resolve(&a, node), resolve(&b, node), "node {node}");
     }
 }
+
+#[test]
+fn egress_named_port_to_an_ip_block_resolves_against_pods_inside_it() {
+    // Found by the property test: peers and ports are separate conditions, so
+    // a named port with an ipBlock peer allows the block's pods that have the port.
+    let s = snapshot(
+        [],
+        [
+            pod("x", "client")
+                .labels([("app", "client")])
+                .ip("10.0.1.1")
+                .ip("fd00::1")
+                .node("n1"),
+            pod("y", "web")
+                .ip("10.0.1.2")
+                .ip("fd00::2")
+                .node("n1")
+                .port("http", 8080, Tcp),
+        ],
+        [policy("x", "out")
+            .select(Selector::labels([("app", "client")]))
+            .egress(rule().ip_block("10.0.1.0/24", &[]).named_port(Tcp, "http"))],
+    );
+    assert!(
+        allowed(&s, "10.0.1.1", "10.0.1.2", tcp(8080)),
+        "pod inside the block, its port"
+    );
+    assert!(
+        !allowed(&s, "10.0.1.1", "10.0.1.2", tcp(80)),
+        "not another port"
+    );
+    assert!(
+        !allowed(&s, "fd00::1", "fd00::2", tcp(8080)),
+        "the pod's IPv6 address is outside the block"
+    );
+}
