@@ -3,13 +3,13 @@
 //! tests and demos of the traffic paths in DESIGN.md section 4.
 //!
 //! ```text
-//!   ext (192.0.2.2, 2001:db8:0:1::2)      pods 10.244.1.x          pods 10.244.2.x
-//!        │ eth0                              │ eth0                    │ eth0
-//!        │ ext1                              │ vethN                   │ vethN
-//!   ┌────┴────────── node1 ──────────────────┴─┐  wire 10.0.0.0/24  ┌──┴──── node2 ────┐
-//!   │ cni0 10.244.1.1 fd00:10:244:1::1        to2 ──────────────── to1   cni0 10.244.2.1│
-//!   │ br_netfilter on, forwarding on, kube-proxy-lab DNAT table │    │ (same)           │
-//!   └───────────────────────────────────────────┘                    └──────────────────┘
+//!  ext ── eth0 2001:db8:0:1::2, 192.0.2.2          pods: eth0 10.244.2.h
+//!   │                                                     │
+//!  ext1                                                 vethN
+//!  node1: cni0 10.244.1.1/24 ── vethN ── pods    node2: cni0 10.244.2.1/24
+//!         fd00:10:244:1::1/64                           fd00:10:244:2::1/64
+//!         to2 10.0.0.1, fd00::1 ─────── wire ─────────── to1 10.0.0.2, fd00::2
+//!  (each node: forwarding on, br_netfilter on, DNAT table `kube-proxy-lab`)
 //! ```
 //!
 //! * Every namespace is named `knp<pid>-<lab>-<seq>-<host>` and nothing is
@@ -19,9 +19,56 @@
 //! * Node `i` owns `10.244.i.0/24` and `fd00:10:244:i::/64` on its `cni0`
 //!   bridge (gateway `.1`/`::1`); nodes are wired pairwise, node 1 is the
 //!   default gateway of the others and the attachment point of externals.
+//!
+//! | what | IPv4 | IPv6 |
+//! | --- | --- | --- |
+//! | node `i` `cni0` gateway | `10.244.i.1/24` | `fd00:10:244:i::1/64` |
+//! | pod on node `i`, host number `h` ≥ 2 | `10.244.i.h` | `fd00:10:244:i::h` |
+//! | wire `w` = 0, 1, … between two nodes (lower node `.1`) | `10.0.w.0/24` | `fd00:0:0:w::/64` |
+//! | external `k` = 1‥4 on node 1 (node `.1`, host `.2`) | `192.0.2.64(k-1)/26` | `2001:db8:0:k::/64` |
+//! | service routes on every node (to `cni0`) | `10.96.0.0/12` | `fd00:10:96::/108` |
+//!
+//! Interfaces: `cni0` (bridge), `vethN` (pod ports), `toJ` (wire to node
+//! `J`), `extK` (external `K`) in a node; `eth0` in pods and externals.
 //! * [`Lab::serve`] starts TCP and UDP echo servers that answer every request
-//!   with the host's name; [`Lab::probe`], [`Lab::probe_matrix`] and
-//!   [`Lab::stream`] are the clients.
+//!   with the host's name; [`Lab::probe`], [`Lab::request`],
+//!   [`Lab::probe_matrix`] and [`Lab::stream`] are the clients.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kube_nftpolicy::lab::{Lab, Proto, Stack};
+//!
+//! # fn main() -> Result<(), kube_nftpolicy::lab::LabError> {
+//! let mut lab = Lab::cluster()?;
+//! let node1 = lab.node(1)?.clone();
+//! let a = lab.add_pod_auto(&node1, "a", Stack::Dual)?;
+//! let b = lab.add_pod_auto(&node1, "b", Stack::Dual)?;
+//! let _servers = lab.serve(&b, &[(Proto::Tcp, 80), (Proto::Udp, 53)])?;
+//! lab.nft_apply(&node1, "table inet t {\n chain f {\n type filter hook forward priority 0; tcp dport 80 drop\n }\n}\n")?;
+//! let m = lab.probe_matrix(&[&a], &[&b], &[(Proto::Tcp, 80), (Proto::Udp, 53)], Duration::from_millis(300));
+//! println!("{m}"); // `.` connected, `X` blocked
+//! # Ok(()) }
+//! ```
+//!
+//! # Kernel notes (learned building this)
+//!
+//! * IPv6 addresses must be added AFTER the link is up: an address added
+//!   (even `nodad`) to a down link answers neighbour solicitations only after
+//!   the first NS retransmit, so the first second of IPv6 traffic is lost.
+//! * DAD is off (`accept_dad=0` for `all` and `default`, set before any
+//!   interface exists in the namespace, plus `nodad` on every address).
+//! * `net.bridge.bridge-nf-call-{iptables,ip6tables}` are per network
+//!   namespace (they exist in every namespace once `br_netfilter` is loaded,
+//!   and default to 1 in a new one); the lab sets and reads them back.
+//!   Turning them off makes bridged pod-to-pod traffic skip the inet
+//!   `forward` hook entirely.
+//! * New namespaces start with forwarding off and `rp_filter=0`
+//!   (`net.core.devconf_inherit_init_net=0`); the lab turns forwarding on in
+//!   node namespaces only.
+//! * nft 1.0.6: `fwd` is a keyword (do not name a chain `fwd`); `priority
+//!   dstnat` is rejected on the nat `output` hook (use `-100`); a one-line
+//!   `table t { chain c { … } }` is a syntax error: a chain block must be
+//!   followed by `;` or a newline (`table t { chain c { … }; }` works).
 //!
 //! All of it needs root, `ip` (iproute2), `nft` and the kernel modules
 //! `veth`, `bridge`, `br_netfilter`, `nf_tables` and `nf_nat`.
@@ -39,9 +86,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use matrix::{Matrix, Mismatch, ProbeKey};
-pub use probe::{Family, Proto, ProbeJob};
-pub use serve::Server;
-pub use stream::Stream;
+pub use probe::{Family, ProbeJob, Proto, MAX_PROBE_THREADS};
+pub use serve::{Server, SERVER_POLL};
+pub use stream::{Stream, EXCHANGE_TIMEOUT};
+pub use topo::{Stack, MAX_EXTERNALS, MAX_NODES, SERVICE_TABLE};
 
 /// Prefix of every namespace a lab creates.
 pub const NETNS_PREFIX: &str = "knp";
@@ -158,9 +206,17 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// An empty lab (no namespaces yet). Also deletes namespaces left behind
-    /// by lab processes that died without running `Drop`.
+    /// An empty lab (no namespaces yet). Fails unless running as root. Also
+    /// deletes namespaces left behind by lab processes that died without
+    /// running `Drop`.
     pub fn new() -> Result<Lab, LabError> {
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
+        if !matches!(uid, Ok(0)) {
+            return Err(LabError::Setup(format!(
+                "the namespace lab needs root (uid 0), this process has {uid:?}"
+            )));
+        }
         netns::sweep_stale(NETNS_PREFIX);
         let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
         Ok(Lab {
@@ -235,7 +291,13 @@ impl Lab {
     fn new_netns(&mut self, label: &str) -> Result<String, LabError> {
         let clean: String = label
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(24)
             .collect();
         let name = format!("{}-{}-{clean}", self.base, self.seq);
@@ -263,7 +325,10 @@ impl Lab {
     }
 
     fn register(&mut self, host: Host, addrs: Vec<IpAddr>) -> Host {
-        self.addrs.entry(host.netns.clone()).or_default().extend(addrs);
+        self.addrs
+            .entry(host.netns.clone())
+            .or_default()
+            .extend(addrs);
         self.hosts.push(host.clone());
         host
     }

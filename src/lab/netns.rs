@@ -42,12 +42,11 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, 
         context: format!("cannot start `{line}`"),
         source,
     })?;
+    // A write error (the program exited early) is reported only if the
+    // exit status does not already explain it.
+    let mut write_error = None;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .map_err(|source| LabError::Io {
-                context: format!("cannot write stdin of `{line}`"),
-                source,
-            })?;
+        write_error = pipe.write_all(text.as_bytes()).err();
     }
     let out = child.wait_with_output().map_err(|source| LabError::Io {
         context: format!("cannot wait for `{line}`"),
@@ -55,7 +54,13 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, 
     })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
-        Ok(stdout)
+        match write_error {
+            None => Ok(stdout),
+            Some(source) => Err(LabError::Io {
+                context: format!("cannot write stdin of `{line}`"),
+                source,
+            }),
+        }
     } else {
         let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         if let Some(text) = stdin {
@@ -143,8 +148,9 @@ where
         .map_err(|_| LabError::Setup(format!("thread inside netns {netns} panicked")))?
 }
 
-/// Writes `value` to `/proc/sys/<key with dots as slashes>` inside `netns`
-/// and reads it back to check that the kernel took it.
+/// For each `(key, value)`, writes `value` to `/proc/sys/<key, dots as
+/// slashes>` from a thread inside `netns` (sysctls under `net.` are per
+/// namespace) and reads it back to check that the kernel took it.
 pub fn sysctl_set(netns: &str, settings: &[(&str, &str)]) -> Result<(), LabError> {
     let owned: Vec<(String, String)> = settings
         .iter()

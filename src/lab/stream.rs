@@ -1,0 +1,90 @@
+//! Long-lived TCP streams, for tests that change rules while a connection is
+//! open and then check that it still carries data.
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::probe::read_line;
+use super::{netns, Host, Lab, LabError, Proto};
+
+/// Default time [`Stream::exchange`] waits for the echo.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An open TCP connection from one lab namespace to an echo server.
+///
+/// The socket was created inside the source namespace and stays there; the
+/// handle can be used from any thread.
+#[derive(Debug)]
+pub struct Stream {
+    conn: TcpStream,
+    from: String,
+    peer: SocketAddr,
+    timeout: Duration,
+}
+
+impl Stream {
+    /// Sends one byte and waits for the echo; returns the server's name.
+    pub fn exchange(&mut self) -> Result<String, LabError> {
+        let fail = |reason: String| LabError::Probe {
+            from: self.from.clone(),
+            to: self.peer,
+            proto: Proto::Tcp,
+            reason: format!("on the open stream: {reason}"),
+        };
+        self.conn.write_all(b"?").map_err(|e| fail(e.to_string()))?;
+        read_line(&mut self.conn, Instant::now() + self.timeout).map_err(|e| fail(e.to_string()))
+    }
+
+    /// Sets how long [`Stream::exchange`] waits (default [`EXCHANGE_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The local address (source port included), e.g. to find the conntrack entry.
+    pub fn local(&self) -> Result<SocketAddr, LabError> {
+        self.conn.local_addr().map_err(|source| LabError::Io {
+            context: format!("local address of stream {} -> {}", self.from, self.peer),
+            source,
+        })
+    }
+}
+
+impl Lab {
+    /// Opens a TCP connection from `from`'s namespace to `to:port` (an echo
+    /// server), checks that it carries one exchange, and returns it.
+    pub fn stream(
+        &self,
+        from: &Host,
+        to: IpAddr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Stream, LabError> {
+        let peer = SocketAddr::new(to, port);
+        let from_name = from.name.clone();
+        let conn = netns::in_netns(&from.netns, move || {
+            let c = TcpStream::connect_timeout(&peer, timeout)
+                .and_then(|c| c.set_nodelay(true).map(|()| c));
+            c.map_err(|e| LabError::Probe {
+                from: from_name,
+                to: peer,
+                proto: Proto::Tcp,
+                reason: e.to_string(),
+            })
+        })?;
+        let mut stream = Stream {
+            conn,
+            from: from.name.clone(),
+            peer,
+            timeout,
+        };
+        stream.exchange()?;
+        stream.timeout = EXCHANGE_TIMEOUT;
+        Ok(stream)
+    }
+}
