@@ -1,3 +1,7 @@
 //! The `kube-nftpolicy` binary: parse arguments, run the command.
 
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    kube_nftpolicy::cli::run(kube_nftpolicy::cli::Cli::parse())
+}

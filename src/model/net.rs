@@ -186,8 +186,10 @@ pub struct AddrEntry {
     pub comment: Option<String>,
 }
 
-/// A normalised list of addresses of one family: sorted, overlapping and
-/// adjacent ranges merged (their comments joined), duplicates removed.
+/// A normalised list of addresses of one family: sorted, overlapping ranges
+/// merged (their comments joined), duplicates removed. Adjacent entries stay
+/// apart (the kernel takes adjacent intervals), so each pod keeps its own
+/// element and comment.
 pub fn normalise(mut entries: Vec<AddrEntry>) -> Vec<AddrEntry> {
     entries.sort();
     let mut out: Vec<AddrEntry> = Vec::with_capacity(entries.len());
@@ -199,7 +201,7 @@ pub fn normalise(mut entries: Vec<AddrEntry>) -> Vec<AddrEntry> {
                 to_u128(e.range.first),
                 to_u128(e.range.last),
             );
-            if ef <= ll.saturating_add(1) {
+            if ef <= ll {
                 if el > ll {
                     last.range.last = e.range.last;
                 }
@@ -289,16 +291,22 @@ mod tests {
         let out = normalise(vec![
             e("10.0.0.5", "10.0.0.5", "ns/pod-in-block"),
             e("10.0.0.0", "10.0.0.255", "ipBlock 10.0.0.0/24"),
-            e("10.0.1.0", "10.0.1.9", "ipBlock adjacent"),
+            e("10.0.0.200", "10.0.1.9", "ipBlock overlapping"),
+            e("10.0.1.10", "10.0.1.10", "ns/adjacent"),
             e("10.9.0.1", "10.9.0.1", "ns/a"),
             e("10.9.0.1", "10.9.0.1", "ns/a"),
         ]);
-        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(out[0].range.last, "10.0.1.9".parse::<IpAddr>().unwrap());
         assert_eq!(
             out[0].comment.as_deref(),
-            Some("ipBlock 10.0.0.0/24, ipBlock adjacent")
+            Some("ipBlock 10.0.0.0/24, ipBlock overlapping")
         );
-        assert_eq!(out[1].comment.as_deref(), Some("ns/a"));
+        assert_eq!(
+            out[1].comment.as_deref(),
+            Some("ns/adjacent"),
+            "adjacent entries stay apart"
+        );
+        assert_eq!(out[2].comment.as_deref(), Some("ns/a"));
     }
 }

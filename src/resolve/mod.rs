@@ -13,6 +13,7 @@ mod peers;
 mod ports;
 
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use crate::model::net::{AddrEntry, Family, PortRange};
 use crate::model::{Direction, NamespacedName, Policy, Protocol, Snapshot};
@@ -78,8 +79,22 @@ pub struct ResolvedRule {
 pub enum Peers {
     /// `from`/`to` missing or empty: every address.
     Any,
-    /// These addresses (pods and ipBlocks), normalised per family.
-    Addrs(AddrLists),
+    /// These addresses (pods and ipBlocks), shared by every rule with the
+    /// same peers.
+    Addrs(Rc<PeerSet>),
+}
+
+/// The addresses of one peer definition. Rules with identical peers (same
+/// selectors, same ipBlocks; same namespace where a peer means "own
+/// namespace") share one `PeerSet`, hence one nftables set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSet {
+    /// A stable id derived from the peer definition alone (8 characters).
+    pub id: String,
+    /// The peers in words, for the set's comment.
+    pub description: String,
+    /// The addresses, normalised per family.
+    pub addrs: AddrLists,
 }
 
 /// Addresses of both families, each list normalised (sorted, merged).
@@ -157,8 +172,8 @@ pub enum NamedPort {
         port: u16,
         /// The name in the policy.
         name: String,
-        /// Those pods' addresses.
-        addrs: AddrLists,
+        /// Those pods' addresses (shared like peer sets).
+        set: Rc<PeerSet>,
     },
 }
 
@@ -232,9 +247,17 @@ fn compile_rules(
             let peers = if rule.peers.is_empty() {
                 Peers::Any
             } else {
-                Peers::Addrs(peers::addresses(index, &peer_pods, &rule.peers))
+                Peers::Addrs(cache.peer_set(index, &policy.namespace, &rule.peers, &peer_pods))
             };
-            let ports = ports::resolve_ports(index, dir, rule, selected, peer_pods.as_deref());
+            let ports = ports::resolve_ports(
+                index,
+                cache,
+                &policy.namespace,
+                dir,
+                rule,
+                selected,
+                peer_pods.as_deref(),
+            );
             ResolvedRule {
                 index: i,
                 peers,

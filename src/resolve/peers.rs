@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::index::Index;
-use super::AddrLists;
+use super::{AddrLists, PeerSet};
 use crate::model::net::{carve, AddrEntry, AddrRange};
 use crate::model::{NamespaceScope, Peer, Selector};
 
@@ -14,6 +14,49 @@ use crate::model::{NamespaceScope, Peer, Selector};
 #[derive(Default)]
 pub struct PeerCache {
     by_selector: HashMap<(String, NamespaceScope, Selector), Rc<Vec<usize>>>,
+    sets: HashMap<String, Rc<PeerSet>>,
+    /// Egress named ports by (peer key, name, protocol).
+    pub(super) named: HashMap<String, Rc<Vec<super::NamedPort>>>,
+}
+
+/// The identity of a rule's peers: the peers, plus the policy's namespace
+/// when a peer means "own namespace".
+pub fn peer_key(own: &str, peers: &[Peer]) -> String {
+    let own_matters = peers.iter().any(|p| {
+        matches!(
+            p,
+            Peer::Pods {
+                namespaces: NamespaceScope::Own,
+                ..
+            }
+        )
+    });
+    format!("{:?}|{peers:?}", if own_matters { own } else { "" })
+}
+
+/// The peers in words: `pods app=web in shop; ipBlock 10.0.0.0/8`.
+pub fn describe(own: &str, peers: &[Peer]) -> String {
+    let parts: Vec<String> = peers
+        .iter()
+        .map(|p| match p {
+            Peer::Pods {
+                namespaces: NamespaceScope::Own,
+                pods,
+            } => format!("pods {pods} in {own}"),
+            Peer::Pods {
+                namespaces: NamespaceScope::Matching(ns),
+                pods,
+            } => {
+                format!("pods {pods} in namespaces {ns}")
+            }
+            Peer::IpBlock { cidr, except } if except.is_empty() => format!("ipBlock {cidr}"),
+            Peer::IpBlock { cidr, except } => {
+                let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
+                format!("ipBlock {cidr} except {}", holes.join(" "))
+            }
+        })
+        .collect();
+    crate::ruleset::names::comment(&parts.join("; "))
 }
 
 impl PeerCache {
@@ -38,6 +81,27 @@ impl PeerCache {
         let found = Rc::new(index.select(&namespaces, sel));
         self.by_selector.insert(key, Rc::clone(&found));
         found
+    }
+
+    /// The shared address set of a rule's peers (computed once per sync).
+    pub fn peer_set(
+        &mut self,
+        index: &Index<'_>,
+        own: &str,
+        peers: &[Peer],
+        pods: &Option<Rc<Vec<usize>>>,
+    ) -> Rc<PeerSet> {
+        let key = peer_key(own, peers);
+        if let Some(hit) = self.sets.get(&key) {
+            return Rc::clone(hit);
+        }
+        let set = Rc::new(PeerSet {
+            id: crate::ruleset::names::short_hash(&key),
+            description: describe(own, peers),
+            addrs: addresses(index, pods, peers),
+        });
+        self.sets.insert(key, Rc::clone(&set));
+        set
     }
 
     /// The pods every `Pods` peer of a rule selects (sorted, unique), or

@@ -4,15 +4,20 @@
 use std::collections::BTreeMap;
 
 use super::index::Index;
-use super::peers::pod_entries;
-use super::{AddrLists, NamedPort, Ports};
+use std::rc::Rc;
+
+use super::peers::{describe, peer_key, pod_entries, PeerCache};
+use super::{AddrLists, NamedPort, PeerSet, Ports};
 use crate::model::net::{carve, AddrEntry, AddrRange, PortRange};
 use crate::model::{Direction, Peer, Pod, PortRef, Protocol, Rule};
+use crate::ruleset::names::{comment, short_hash};
 
 /// Resolves the ports of `rule`. `selected` are the local pods the policy
 /// selects; `peer_pods` the rule's peer pods (`None`: every pod).
 pub fn resolve_ports(
     index: &Index<'_>,
+    cache: &mut PeerCache,
+    own: &str,
     dir: Direction,
     rule: &Rule,
     selected: &[&Pod],
@@ -42,7 +47,23 @@ pub fn resolve_ports(
             Some(PortRef::Name(name)) => match dir {
                 Direction::Ingress => named.extend(local_named(selected, name, spec.protocol)),
                 Direction::Egress => {
-                    named.extend(peer_named(index, rule, peer_pods, name, spec.protocol))
+                    let key = format!("{}|{name}|{}", peer_key(own, &rule.peers), spec.protocol);
+                    let found = match cache.named.get(&key) {
+                        Some(hit) => Rc::clone(hit),
+                        None => {
+                            let found = Rc::new(peer_named(
+                                index,
+                                (&key, own),
+                                rule,
+                                peer_pods,
+                                name,
+                                spec.protocol,
+                            ));
+                            cache.named.insert(key, Rc::clone(&found));
+                            found
+                        }
+                    };
+                    named.extend(found.iter().cloned());
                 }
             },
         }
@@ -79,6 +100,7 @@ fn local_named(selected: &[&Pod], name: &str, protocol: Protocol) -> Vec<NamedPo
 /// rule's ipBlocks (those addresses only); with no peers, every pod.
 fn peer_named(
     index: &Index<'_>,
+    (key, own): (&str, &str),
     rule: &Rule,
     peer_pods: Option<&Vec<usize>>,
     name: &str,
@@ -114,7 +136,19 @@ fn peer_named(
             protocol,
             port,
             name: name.to_owned(),
-            addrs: AddrLists::from_entries(entries),
+            set: Rc::new(PeerSet {
+                id: short_hash(key),
+                description: comment(&format!("port {name} of {}", describe_rule(own, rule))),
+                addrs: AddrLists::from_entries(entries),
+            }),
         })
         .collect()
+}
+
+fn describe_rule(own: &str, rule: &Rule) -> String {
+    if rule.peers.is_empty() {
+        "every pod".to_owned()
+    } else {
+        describe(own, &rule.peers)
+    }
 }

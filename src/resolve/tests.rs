@@ -544,7 +544,12 @@ fn ignored_pods_are_neither_selected_nor_peers() {
     let Peers::Addrs(peers) = &r.policies[0].rules[0].peers else {
         panic!("expected addresses")
     };
-    let ips: Vec<String> = peers.v4.iter().map(|e| e.range.first.to_string()).collect();
+    let ips: Vec<String> = peers
+        .addrs
+        .v4
+        .iter()
+        .map(|e| e.range.first.to_string())
+        .collect();
     assert_eq!(
         ips,
         ["10.0.1.8"],
@@ -574,7 +579,7 @@ fn only_local_pods_get_chains_but_remote_pods_are_peers() {
     let Peers::Addrs(peers) = &r.policies[0].rules[0].peers else {
         panic!("expected addresses")
     };
-    assert_eq!(peers.v4.len(), 1, "y/c on n2 is a peer");
+    assert_eq!(peers.addrs.v4.len(), 1, "y/c on n2 is a peer");
     let r2 = resolve(&s, "n2");
     assert!(r2.policies.is_empty(), "no local pod of n2 is selected");
     assert!(r2.pods.iter().all(|p| p.ingress.is_empty()));

@@ -7,13 +7,16 @@
 //! chain accepts what its rules allow, with one set of peer addresses per
 //! rule and family.
 
+use std::collections::HashSet;
+use std::net::IpAddr;
+
 use super::names;
 use super::{
-    AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, Rule, Ruleset,
-    SetElement, Verdict, VerdictMap,
+    AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, PortRange,
+    Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
 use crate::model::Direction;
-use crate::resolve::{NamedPort, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule};
+use crate::resolve::{NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule};
 
 /// Priority of the egress base chains: before ingress, so that an egress
 /// `accept` hands the packet on to the ingress chain of the same hook.
@@ -58,10 +61,14 @@ pub fn build(resolution: &Resolution) -> Ruleset {
             });
         }
     }
+    let mut b = Builder {
+        rs,
+        set_names: HashSet::new(),
+    };
     for policy in &resolution.policies {
-        policy_chain(&mut rs, policy);
+        policy_chain(&mut b, policy);
     }
-    rs
+    b.rs
 }
 
 fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> VerdictMap {
@@ -138,18 +145,18 @@ fn base_chain(hook: Hook, dir: Direction) -> Chain {
     }
 }
 
-fn policy_chain(rs: &mut Ruleset, policy: &ResolvedPolicy) {
+fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) {
     let dir = policy.direction;
     let mut rules = Vec::new();
     for rule in &policy.rules {
-        rule_rules(rs, policy, rule, &mut rules);
+        rule_rules(b, policy, rule, &mut rules);
     }
     let comment = if policy.rules.is_empty() {
         format!("{} {dir}: no {dir} rules, allows nothing", policy.key)
     } else {
         format!("{} {dir} rules", policy.key)
     };
-    rs.chains.push(Chain {
+    b.rs.chains.push(Chain {
         name: names::policy_chain(dir, &policy.key),
         base: None,
         comment: names::comment(&comment),
@@ -158,7 +165,7 @@ fn policy_chain(rs: &mut Ruleset, policy: &ResolvedPolicy) {
 }
 
 /// The nft rules of one policy rule: (peer match per family) × (port match).
-fn rule_rules(rs: &mut Ruleset, policy: &ResolvedPolicy, rule: &ResolvedRule, out: &mut Vec<Rule>) {
+fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out: &mut Vec<Rule>) {
     let dir = policy.direction;
     let field = match dir {
         Direction::Ingress => AddrField::Source,
@@ -168,33 +175,31 @@ fn rule_rules(rs: &mut Ruleset, policy: &ResolvedPolicy, rule: &ResolvedRule, ou
     // `None`: any address of any family; `Some((family, match))` otherwise.
     let peer_matches: Vec<Option<(Family, Match)>> = match &rule.peers {
         Peers::Any => vec![None],
-        Peers::Addrs(lists) => Family::ALL
+        Peers::Addrs(peers) => Family::ALL
             .into_iter()
-            .filter(|f| !lists.family(*f).is_empty())
+            .filter(|f| !peers.addrs.family(*f).is_empty())
             .map(|family| {
-                let set = names::peer_set(&policy.key, dir, rule.index, family);
-                rs.sets.push(addr_set(
-                    &set,
-                    family,
-                    lists.family(family),
-                    &format!("peers of {label}"),
-                ));
+                let set = names::peer_set(&peers.id, family);
+                b.add_set(&set, family, peers);
                 Some((family, Match::AddrInSet { family, field, set }))
             })
             .collect(),
     };
+    let with_peer = |pm: &Option<(Family, Match)>| -> Vec<Match> {
+        pm.iter().map(|(_, m)| m.clone()).collect()
+    };
     let accept =
-        |matches: Vec<Match>, comment: &str| Rule::new(matches, Verdict::Accept).comment(comment);
+        |matches: Vec<Match>, comment: String| Rule::new(matches, Verdict::Accept).comment(comment);
     match &rule.ports {
         Ports::Any => {
             for pm in &peer_matches {
-                out.push(accept(pm.iter().map(|(_, m)| m.clone()).collect(), &label));
+                out.push(accept(with_peer(pm), label.clone()));
             }
         }
         Ports::Listed { numeric, named } => {
             for pm in &peer_matches {
                 for (protocol, range) in numeric {
-                    let mut matches: Vec<Match> = pm.iter().map(|(_, m)| m.clone()).collect();
+                    let mut matches = with_peer(pm);
                     matches.push(match range {
                         None => Match::L4Proto(*protocol),
                         Some(ports) => Match::DestPort {
@@ -202,107 +207,87 @@ fn rule_rules(rs: &mut Ruleset, policy: &ResolvedPolicy, rule: &ResolvedRule, ou
                             ports: *ports,
                         },
                     });
-                    out.push(accept(matches, &label));
+                    out.push(accept(matches, label.clone()));
                 }
             }
             for np in named {
-                named_rules(rs, policy, rule, np, &peer_matches, &label, out);
+                match np {
+                    NamedPort::Local {
+                        pod,
+                        addrs,
+                        protocol,
+                        port,
+                        name,
+                    } => {
+                        for pm in &peer_matches {
+                            let same_family =
+                                |a: &&IpAddr| pm.as_ref().is_none_or(|(f, _)| *f == Family::of(a));
+                            for addr in addrs.iter().filter(same_family) {
+                                let mut matches = with_peer(pm);
+                                matches.push(Match::AddrIs {
+                                    field: AddrField::Destination,
+                                    addr: *addr,
+                                });
+                                matches.push(Match::DestPort {
+                                    protocol: *protocol,
+                                    ports: PortRange::single(*port),
+                                });
+                                out.push(accept(matches, format!("{label} port {name} of {pod}")));
+                            }
+                        }
+                    }
+                    NamedPort::Peers {
+                        protocol,
+                        port,
+                        name,
+                        set: peers,
+                    } => {
+                        for family in Family::ALL
+                            .into_iter()
+                            .filter(|f| !peers.addrs.family(*f).is_empty())
+                        {
+                            let set = names::named_port_set(&peers.id, *protocol, *port, family);
+                            b.add_set(&set, family, peers);
+                            let matches = vec![
+                                Match::AddrInSet {
+                                    family,
+                                    field: AddrField::Destination,
+                                    set,
+                                },
+                                Match::DestPort {
+                                    protocol: *protocol,
+                                    ports: PortRange::single(*port),
+                                },
+                            ];
+                            out.push(accept(matches, format!("{label} port {name}")));
+                        }
+                    }
+                }
             }
         }
     }
 }
 
-fn named_rules(
-    rs: &mut Ruleset,
-    policy: &ResolvedPolicy,
-    rule: &ResolvedRule,
-    np: &NamedPort,
-    peer_matches: &[Option<(Family, Match)>],
-    label: &str,
-    out: &mut Vec<Rule>,
-) {
-    match np {
-        NamedPort::Local {
-            pod,
-            addrs,
-            protocol,
-            port,
-            name,
-        } => {
-            for pm in peer_matches {
-                for addr in addrs
-                    .iter()
-                    .filter(|a| pm.as_ref().is_none_or(|(f, _)| *f == Family::of(a)))
-                {
-                    let mut matches: Vec<Match> = pm.iter().map(|(_, m)| m.clone()).collect();
-                    matches.push(Match::AddrIs {
-                        field: AddrField::Destination,
-                        addr: *addr,
-                    });
-                    matches.push(Match::DestPort {
-                        protocol: *protocol,
-                        ports: super::PortRange::single(*port),
-                    });
-                    out.push(
-                        Rule::new(matches, Verdict::Accept)
-                            .comment(format!("{label} port {name} of {pod}")),
-                    );
-                }
-            }
-        }
-        NamedPort::Peers {
-            protocol,
-            port,
-            name,
-            addrs,
-        } => {
-            for family in Family::ALL {
-                let list = addrs.family(family);
-                if list.is_empty() {
-                    continue;
-                }
-                let set = names::named_port_set(
-                    &policy.key,
-                    policy.direction,
-                    rule.index,
-                    *protocol,
-                    *port,
-                    family,
-                );
-                rs.sets.push(addr_set(
-                    &set,
-                    family,
-                    list,
-                    &format!("peers of {label} with port {name}"),
-                ));
-                out.push(
-                    Rule::new(
-                        vec![
-                            Match::AddrInSet {
-                                family,
-                                field: AddrField::Destination,
-                                set,
-                            },
-                            Match::DestPort {
-                                protocol: *protocol,
-                                ports: super::PortRange::single(*port),
-                            },
-                        ],
-                        Verdict::Accept,
-                    )
-                    .comment(format!("{label} port {name}")),
-                );
-            }
-        }
-    }
+/// The ruleset being built, and the names of the sets already in it.
+struct Builder {
+    rs: Ruleset,
+    set_names: HashSet<String>,
 }
 
-fn addr_set(name: &str, family: Family, elements: &[SetElement], comment: &str) -> AddrSet {
-    AddrSet {
-        name: name.to_owned(),
-        family,
-        interval: elements.iter().any(|e| e.range.is_range()),
-        comment: names::comment(comment),
-        elements: elements.to_vec(),
+impl Builder {
+    /// Adds the set of `peers` for `family` unless a rule already did (sets are
+    /// shared by every rule with the same peers).
+    fn add_set(&mut self, name: &str, family: Family, peers: &PeerSet) {
+        if !self.set_names.insert(name.to_owned()) {
+            return;
+        }
+        let elements: &[SetElement] = peers.addrs.family(family);
+        self.rs.sets.push(AddrSet {
+            name: name.to_owned(),
+            family,
+            interval: elements.iter().any(|e| e.range.is_range()),
+            comment: peers.description.clone(),
+            elements: elements.to_vec(),
+        });
     }
 }

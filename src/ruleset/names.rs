@@ -33,30 +33,17 @@ pub fn policy_chain(dir: Direction, policy: &NamespacedName) -> String {
     limit(&format!("policy-{}-{}", dir.as_str(), policy))
 }
 
-/// `peers-<ns>/<policy>/ingress-<i>-v4`: the peers of one rule.
-pub fn peer_set(policy: &NamespacedName, dir: Direction, rule: usize, family: Family) -> String {
-    limit(&format!(
-        "peers-{policy}/{}-{rule}-{}",
-        dir.as_str(),
-        family.suffix()
-    ))
+/// `peers-<id>-v4`: the addresses of one peer definition, shared by every
+/// rule with the same peers (`id` is a hash of the definition; the set's
+/// comment spells it out, each rule's comment names its policy rule).
+pub fn peer_set(id: &str, family: Family) -> String {
+    limit(&format!("peers-{id}-{}", family.suffix()))
 }
 
-/// `peers-<ns>/<policy>/egress-<i>-tcp-8080-v4`: the peer pods of one rule
-/// whose named port resolves to `protocol`/`port`.
-pub fn named_port_set(
-    policy: &NamespacedName,
-    dir: Direction,
-    rule: usize,
-    protocol: Protocol,
-    port: u16,
-    family: Family,
-) -> String {
-    limit(&format!(
-        "peers-{policy}/{}-{rule}-{protocol}-{port}-{}",
-        dir.as_str(),
-        family.suffix()
-    ))
+/// `peers-<id>-tcp-8080-v4`: the peer pods of a peer definition whose named
+/// port resolves to `protocol`/`port`.
+pub fn named_port_set(id: &str, protocol: Protocol, port: u16, family: Family) -> String {
+    limit(&format!("peers-{id}-{protocol}-{port}-{}", family.suffix()))
 }
 
 /// Makes `raw` a valid name: unusual characters become `_`; if anything was
@@ -97,7 +84,7 @@ pub fn comment(raw: &str) -> String {
 
 /// 8 lower-case base-32 characters of a 64-bit FNV-1a hash: stable across
 /// releases and platforms.
-fn short_hash(s: &str) -> String {
+pub fn short_hash(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
@@ -140,13 +127,13 @@ mod tests {
             ),
             (
                 "peer set",
-                peer_set(&pol, Direction::Ingress, 2, Family::V4),
-                "peers-0day/allow.front/ingress-2-v4",
+                peer_set("k2mq7a4d", Family::V4),
+                "peers-k2mq7a4d-v4",
             ),
             (
                 "named port set",
-                named_port_set(&pol, Direction::Egress, 0, Protocol::Udp, 53, Family::V6),
-                "peers-0day/allow.front/egress-0-udp-53-v6",
+                named_port_set("k2mq7a4d", Protocol::Udp, 53, Family::V6),
+                "peers-k2mq7a4d-udp-53-v6",
             ),
         ];
         for (case, got, want) in cases {

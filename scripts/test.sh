@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit/property/golden tests and the
+# kernel tests (network namespaces, real packets). Run as root: the kernel
+# tests create network namespaces and load nftables rulesets into them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the kernel tests need root (network namespaces, nftables)" >&2
+  exit 1
+fi
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-features
