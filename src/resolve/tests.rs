@@ -557,7 +557,7 @@ fn ignored_pods_are_neither_selected_nor_peers() {
     );
     // The hostNetwork pod's traffic is node traffic: not judged as the pod's egress.
     assert!(
-        allowed(&s, "192.168.0.10", "10.0.1.1", tcp(80)) == false,
+        !allowed(&s, "192.168.0.10", "10.0.1.1", tcp(80)),
         "node IP is no client peer"
     );
 }

@@ -68,6 +68,23 @@ pub fn build(resolution: &Resolution) -> Ruleset {
     for policy in &resolution.policies {
         policy_chain(&mut b, policy);
     }
+    // A rule whose ports all resolved to other sets (named ports) or to
+    // nothing leaves its peer set unused: keep only sets a rule looks up.
+    let used: HashSet<&str> =
+        b.rs.chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+            .filter_map(|m| match m {
+                Match::AddrInSet { set, .. } => Some(set.as_str()),
+                _ => None,
+            })
+            .collect();
+    let sets = std::mem::take(&mut b.rs.sets);
+    b.rs.sets = sets
+        .into_iter()
+        .filter(|s| used.contains(s.name.as_str()))
+        .collect();
     b.rs
 }
 

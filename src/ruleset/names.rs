@@ -79,6 +79,7 @@ pub fn comment(raw: &str) -> String {
         }
         out.push(c);
     }
+    out.truncate(out.trim_end().len());
     out
 }
 
