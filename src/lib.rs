@@ -12,8 +12,12 @@
 //! `model`, `resolve` and `ruleset` are pure: no I/O, no clock, no `kube`
 //! types, no hash-map iteration order. Same snapshot, same bytes.
 
+pub mod cli;
+pub mod dataplane;
+pub mod files;
 pub mod lab;
 pub mod model;
 pub mod resolve;
 pub mod ruleset;
+pub mod synth;
 pub mod testing;

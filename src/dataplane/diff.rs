@@ -1,0 +1,348 @@
+//! Plans a batch: the operations that take the kernel from the last applied
+//! ruleset to the desired one (or a full replace), and the ruleset the
+//! kernel will hold afterwards, in the kernel's order. Pure: no FFI, no I/O.
+//!
+//! # Kernel order
+//!
+//! The kernel lists sets and chains in the order they were added. After a
+//! full replace that is the model's order. An incremental apply appends new
+//! (and re-created) sets and chains at the end of their lists and keeps
+//! every other object where it was, so `Plan::next` is the desired content
+//! in the kernel's order: `render(next)` is what `nft list table` prints.
+//! Dispatch maps are never added incrementally (`render` prints all maps
+//! before all sets, so a map added after the sets could not be rendered in
+//! kernel order): any change to the maps themselves is a full replace.
+//!
+//! # Removing chains
+//!
+//! A chain that just lost its last reference (a map element's `goto`, a
+//! `jump` rule) may not be deletable in the same batch on older kernels.
+//! So a chain that is no longer wanted is first emptied and unreferenced,
+//! and deleted by the next apply, once the applied ruleset shows it has no
+//! rules and nothing points at it. Until then it stays in the applied
+//! ruleset (and in `nft list`), empty; `ApplyReport::deferred` counts it.
+
+use std::collections::{HashMap, HashSet};
+
+use super::encode::{self, EncodeError, KElem, SetKind, SetMeta};
+use super::next;
+use super::ApplyKind;
+use crate::ruleset::{AddrSet, Chain, Match, Ruleset, Verdict};
+
+/// One step of a batch, in batch order.
+#[derive(Debug)]
+pub(super) enum Op<'a> {
+    /// NEWTABLE; `bare`: name only (the add before the delete of a full replace).
+    AddTable {
+        /// Without comment.
+        bare: bool,
+    },
+    /// DELTABLE.
+    DelTable,
+    /// NEWCHAIN, without rules.
+    AddChain(&'a Chain),
+    /// DELCHAIN.
+    DelChain(String),
+    /// DELRULE without handle: every rule of the chain.
+    Flush(String),
+    /// NEWRULE for each rule of the chain, appended.
+    AddRules(&'a Chain),
+    /// NEWSET.
+    AddSet(SetMeta),
+    /// DELSET.
+    DelSet(String),
+    /// NEWSETELEM.
+    AddElems(SetMeta, Vec<KElem>),
+    /// DELSETELEM.
+    DelElems(SetMeta, Vec<KElem>),
+}
+
+/// A planned batch and its outcome.
+#[derive(Debug)]
+pub(super) struct Plan<'a> {
+    /// Full, incremental, or nothing to send.
+    pub kind: ApplyKind,
+    /// The batch.
+    pub ops: Vec<Op<'a>>,
+    /// Chains emptied by this batch, to be deleted by the next apply.
+    pub deferred: Vec<String>,
+    /// Sets deleted and added again (they move to the end of the list).
+    recreated: HashSet<String>,
+}
+
+impl Plan<'_> {
+    /// What the kernel holds once this plan's batch is committed, in kernel
+    /// order, given what it held before (`applied`, consumed: unchanged
+    /// objects are moved, not copied).
+    pub(super) fn next(&self, applied: Option<Ruleset>, desired: &Ruleset) -> Ruleset {
+        match (self.kind, applied) {
+            (ApplyKind::Incremental, Some(a)) => {
+                next::next_model(a, desired, &self.recreated, &self.deferred)
+            }
+            (ApplyKind::NoChange, Some(a)) => a,
+            _ => desired.clone(),
+        }
+    }
+}
+
+/// The full replace: add table, delete table, add the table and everything.
+pub(super) fn full(desired: &Ruleset) -> Result<Plan<'_>, EncodeError> {
+    let mut ops = vec![
+        Op::AddTable { bare: true },
+        Op::DelTable,
+        Op::AddTable { bare: false },
+    ];
+    ops.extend(desired.chains.iter().map(Op::AddChain));
+    for map in &desired.maps {
+        let meta = SetMeta::of_map(map);
+        ops.push(Op::AddSet(meta.clone()));
+        ops.push(Op::AddElems(meta, encode::map_elements(map)?));
+    }
+    for set in &desired.sets {
+        let meta = SetMeta::of_set(set);
+        ops.push(Op::AddSet(meta.clone()));
+        ops.push(Op::AddElems(meta, encode::set_elements(set)?));
+    }
+    ops.extend(desired.chains.iter().map(Op::AddRules));
+    ops.retain(|op| match op {
+        Op::AddElems(_, e) => !e.is_empty(),
+        Op::AddRules(c) => !c.rules.is_empty(),
+        _ => true,
+    });
+    Ok(Plan {
+        kind: ApplyKind::Full,
+        ops,
+        deferred: Vec::new(),
+        recreated: HashSet::new(),
+    })
+}
+
+/// The incremental batch from `applied` (kernel order) to `desired`, or a
+/// full replace when the change cannot be made in place.
+pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'a>, EncodeError> {
+    let unchanged = Plan {
+        kind: ApplyKind::NoChange,
+        ops: Vec::new(),
+        deferred: Vec::new(),
+        recreated: HashSet::new(),
+    };
+    if applied == desired {
+        return Ok(unchanged);
+    }
+    let maps_same = applied.maps.len() == desired.maps.len()
+        && applied
+            .maps
+            .iter()
+            .zip(&desired.maps)
+            .all(|(a, d)| SetMeta::of_map(a) == SetMeta::of_map(d));
+    let old_chains: HashMap<&str, &Chain> = applied
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let chains_same = desired.chains.iter().all(|d| {
+        old_chains
+            .get(d.name.as_str())
+            .is_none_or(|a| a.base == d.base && a.comment == d.comment)
+    });
+    if !maps_same || !chains_same {
+        return full(desired);
+    }
+    let recreated = recreated_sets(applied, desired);
+    let mut ops = Vec::new();
+    let deferred = chain_ops(applied, desired, &recreated, &mut ops);
+    set_ops(applied, desired, &recreated, &mut ops)?;
+    // Rules last: they reference sets and chains added above.
+    for c in &desired.chains {
+        let fill = match old_chains.get(c.name.as_str()) {
+            None => true,
+            Some(a) => a.rules != c.rules || references_any(a, &recreated),
+        };
+        if fill && !c.rules.is_empty() {
+            ops.push(Op::AddRules(c));
+        }
+    }
+    if ops.is_empty() {
+        return Ok(unchanged);
+    }
+    ops.sort_by_key(op_rank);
+    Ok(Plan {
+        kind: ApplyKind::Incremental,
+        ops,
+        deferred,
+        recreated,
+    })
+}
+
+/// Batch order: deletions of dead objects, flushes, element and set
+/// deletions, then additions (chains before the sets and elements that
+/// name them, rules last).
+fn op_rank(op: &Op<'_>) -> u8 {
+    match op {
+        Op::AddTable { .. } | Op::DelTable => 0,
+        Op::DelChain(_) => 1,
+        Op::Flush(_) => 2,
+        Op::DelElems(..) => 3,
+        Op::DelSet(_) => 4,
+        Op::AddChain(_) => 5,
+        Op::AddSet(_) | Op::AddElems(..) => 6,
+        Op::AddRules(_) => 7,
+    }
+}
+
+/// Sets whose definition changed: deleted and added again.
+fn recreated_sets(applied: &Ruleset, desired: &Ruleset) -> HashSet<String> {
+    let wanted: HashMap<&str, &AddrSet> =
+        desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    applied
+        .sets
+        .iter()
+        .filter(|a| {
+            wanted
+                .get(a.name.as_str())
+                .is_some_and(|d| SetMeta::of_set(a) != SetMeta::of_set(d))
+        })
+        .map(|a| a.name.clone())
+        .collect()
+}
+
+fn references_any(chain: &Chain, sets: &HashSet<String>) -> bool {
+    !sets.is_empty()
+        && chain.rules.iter().any(|r| {
+            r.matches
+                .iter()
+                .any(|m| matches!(m, Match::AddrInSet { set, .. } if sets.contains(set)))
+        })
+}
+
+/// Chains: delete dead ones, flush changed and unwanted ones, add new ones.
+/// Returns the chains left empty for the next apply to delete.
+fn chain_ops<'a>(
+    applied: &Ruleset,
+    desired: &'a Ruleset,
+    recreated: &HashSet<String>,
+    ops: &mut Vec<Op<'a>>,
+) -> Vec<String> {
+    let wanted: HashMap<&str, &Chain> = desired
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let mut referenced: Option<HashSet<&str>> = None;
+    let mut deferred = Vec::new();
+    for a in &applied.chains {
+        if let Some(d) = wanted.get(a.name.as_str()) {
+            let refill = a.rules != d.rules || references_any(a, recreated);
+            if refill && !a.rules.is_empty() {
+                ops.push(Op::Flush(a.name.clone()));
+            }
+            continue;
+        }
+        let referenced = referenced.get_or_insert_with(|| referenced_chains(applied));
+        if a.rules.is_empty() && !referenced.contains(a.name.as_str()) {
+            ops.push(Op::DelChain(a.name.clone()));
+            continue;
+        }
+        if !a.rules.is_empty() {
+            ops.push(Op::Flush(a.name.clone()));
+        }
+        deferred.push(a.name.clone());
+    }
+    let old: HashSet<&str> = applied.chains.iter().map(|c| c.name.as_str()).collect();
+    ops.extend(
+        desired
+            .chains
+            .iter()
+            .filter(|d| !old.contains(d.name.as_str()))
+            .map(Op::AddChain),
+    );
+    deferred
+}
+
+/// Chains something in `rs` points at: map elements and jump rules.
+fn referenced_chains(rs: &Ruleset) -> HashSet<&str> {
+    let maps = rs
+        .maps
+        .iter()
+        .flat_map(|m| m.elements.iter().map(|e| e.chain.as_str()));
+    let jumps = rs.chains.iter().flat_map(|c| {
+        c.rules.iter().filter_map(|r| match &r.verdict {
+            Verdict::Jump(t) => Some(t.as_str()),
+            _ => None,
+        })
+    });
+    maps.chain(jumps).collect()
+}
+
+/// Sets and maps: element diffs, deleted, added and re-created sets.
+fn set_ops<'a>(
+    applied: &Ruleset,
+    desired: &'a Ruleset,
+    recreated: &HashSet<String>,
+    ops: &mut Vec<Op<'a>>,
+) -> Result<(), EncodeError> {
+    for (a, d) in applied.maps.iter().zip(&desired.maps) {
+        if a.elements != d.elements {
+            let (gone, came) = next::changed(&a.elements, &d.elements);
+            let dels = encode::map_entries(a, gone)?;
+            let adds = encode::map_entries(d, came)?;
+            push_elems(SetMeta::of_map(d), dels, adds, ops);
+        }
+    }
+    let wanted: HashMap<&str, &AddrSet> =
+        desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    for a in &applied.sets {
+        match wanted.get(a.name.as_str()) {
+            Some(d) if !recreated.contains(&a.name) => {
+                if a.elements != d.elements {
+                    element_diff(a, d, ops)?;
+                }
+            }
+            _ => ops.push(Op::DelSet(a.name.clone())),
+        }
+    }
+    let old: HashSet<&str> = applied.sets.iter().map(|s| s.name.as_str()).collect();
+    for d in &desired.sets {
+        if !old.contains(d.name.as_str()) || recreated.contains(&d.name) {
+            let meta = SetMeta::of_set(d);
+            ops.push(Op::AddSet(meta.clone()));
+            let elems = encode::set_elements(d)?;
+            if !elems.is_empty() {
+                ops.push(Op::AddElems(meta, elems));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The element changes of a kept set: the kernel elements of the ranges
+/// that went and came, and the zero end element when the first range
+/// starts at zero in one and not in the other.
+fn element_diff(a: &AddrSet, d: &AddrSet, ops: &mut Vec<Op<'_>>) -> Result<(), EncodeError> {
+    let (gone, came) = next::changed(&a.elements, &d.elements);
+    let mut dels = encode::range_elements(a, gone)?;
+    let mut adds = encode::range_elements(d, came)?;
+    match (encode::zero_end(a), encode::zero_end(d)) {
+        (Some(z), None) => dels.push(z),
+        (None, Some(z)) => adds.insert(0, z),
+        _ => {}
+    }
+    push_elems(SetMeta::of_set(d), dels, adds, ops);
+    Ok(())
+}
+
+/// Deletions before additions: an element deleted and added again (its
+/// comment changed) must go first.
+fn push_elems(meta: SetMeta, dels: Vec<KElem>, adds: Vec<KElem>, ops: &mut Vec<Op<'_>>) {
+    if !dels.is_empty() {
+        ops.push(Op::DelElems(meta.clone(), dels));
+    }
+    if !adds.is_empty() {
+        ops.push(Op::AddElems(meta, adds));
+    }
+}
+
+/// Whether `meta` is a map (for messages and labels).
+pub(super) fn is_map(meta: &SetMeta) -> bool {
+    meta.kind == SetKind::Map
+}

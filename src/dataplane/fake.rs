@@ -1,0 +1,84 @@
+//! `FakeDataplane`: an in-memory dataplane for tests of code that drives a
+//! dataplane (the sync loop). It plans and encodes every batch exactly as
+//! the netlink dataplane does, so reports and the kernel-order `current()`
+//! match, but sends nothing.
+
+use std::time::Instant;
+
+use super::batch;
+use super::diff;
+use super::{ApplyError, ApplyKind, ApplyReport, Dataplane};
+use crate::ruleset::Ruleset;
+
+/// Records applies in memory; can be told to fail.
+#[derive(Debug, Default)]
+pub struct FakeDataplane {
+    /// Every ruleset passed to a successful `apply`, in order.
+    pub applied: Vec<Ruleset>,
+    /// Every successful apply's report, in order.
+    pub reports: Vec<ApplyReport>,
+    /// Number of `cleanup` calls.
+    pub cleanups: usize,
+    /// When set, the next apply fails with this (then it is cleared).
+    pub fail_next: Option<ApplyError>,
+    current: Option<Ruleset>,
+    seq: u32,
+}
+
+impl FakeDataplane {
+    /// An empty fake: the first apply is a full replace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next apply fail as if the kernel rejected `object`.
+    pub fn reject_next(&mut self, object: impl Into<String>) {
+        self.fail_next = Some(ApplyError::Rejected {
+            object: object.into(),
+            errno: libc::EINVAL,
+            detail: None,
+            others: 0,
+        });
+    }
+}
+
+impl Dataplane for FakeDataplane {
+    fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
+        let start = Instant::now();
+        if let Some(e) = self.fail_next.take() {
+            self.current = None;
+            return Err(e);
+        }
+        let plan = match &self.current {
+            Some(current) => diff::plan(current, desired)?,
+            None => diff::full(desired)?,
+        };
+        let (messages, bytes) = if plan.kind == ApplyKind::NoChange {
+            (0, 0)
+        } else {
+            let b = batch::build(&plan.ops, &mut self.seq)?;
+            (b.messages(), b.buf.len())
+        };
+        let report = ApplyReport {
+            kind: plan.kind,
+            messages,
+            bytes,
+            duration: start.elapsed(),
+            deferred: plan.deferred.len(),
+            reason: None,
+        };
+        self.current = Some(plan.next(self.current.take(), desired));
+        self.applied.push(desired.clone());
+        self.reports.push(report.clone());
+        Ok(report)
+    }
+
+    fn cleanup(&mut self) -> Result<bool, ApplyError> {
+        self.cleanups += 1;
+        Ok(self.current.take().is_some())
+    }
+
+    fn current(&self) -> Option<&Ruleset> {
+        self.current.as_ref()
+    }
+}
