@@ -45,6 +45,38 @@ pub enum Command {
     /// Tell whether a flow is allowed, and which policies and rules decide it.
     #[command(after_help = EXIT_CODES)]
     Explain(ExplainArgs),
+    /// Compute the table for one node and load it into the kernel in one
+    /// atomic netlink batch (replacing our previous table, nothing else).
+    #[command(after_help = EXIT_CODES)]
+    Apply(ApplyArgs),
+    /// Remove our table `inet kube-nftpolicy`, and nothing else.
+    #[command(after_help = EXIT_CODES)]
+    Cleanup(CleanupArgs),
+}
+
+/// `apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifests.
+    #[command(flatten)]
+    pub sources: Sources,
+    /// The node whose pods get chains (`spec.nodeName`).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// Apply inside the network namespace /run/netns/NAME instead of the current one.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Compute and print the table, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cleanup` arguments.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove the table inside /run/netns/NAME instead of the current namespace.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
 }
 
 /// Where manifests come from.
@@ -154,6 +186,52 @@ pub fn run_render(args: &RenderArgs) -> u8 {
     code(skipped)
 }
 
+/// `apply`: one atomic batch into the kernel (or print it with `--dry-run`).
+pub fn run_apply(args: &ApplyArgs) -> u8 {
+    use crate::dataplane::{Dataplane, NetlinkDataplane};
+    let (snapshot, skipped) = match load(&args.sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let ruleset = build(&resolve(&snapshot, &args.node));
+    if args.dry_run {
+        print!("{}", render(&ruleset));
+        return code(skipped);
+    }
+    let result = NetlinkDataplane::new(args.netns.as_deref()).and_then(|mut dp| dp.apply(&ruleset));
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "applied: {:?}, {} messages, {} bytes, {:?}",
+                report.kind, report.messages, report.bytes, report.duration
+            );
+            code(skipped)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `cleanup`: deletes our table only.
+pub fn run_cleanup(args: &CleanupArgs) -> u8 {
+    match crate::dataplane::cleanup(args.netns.as_deref()) {
+        Ok(true) => {
+            eprintln!("removed table inet kube-nftpolicy");
+            EXIT_OK
+        }
+        Ok(false) => {
+            eprintln!("table inet kube-nftpolicy was not there");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
 /// `explain`: prints the verdict and its reasons.
 pub fn run_explain(args: &ExplainArgs) -> u8 {
     let (snapshot, skipped) = match load(&args.sources) {
@@ -251,6 +329,8 @@ pub fn run(cli: Cli) -> ExitCode {
     ExitCode::from(match &cli.command {
         Command::Render(a) => run_render(a),
         Command::Explain(a) => run_explain(a),
+        Command::Apply(a) => run_apply(a),
+        Command::Cleanup(a) => run_cleanup(a),
     })
 }
 
