@@ -73,6 +73,7 @@
 //! All of it needs root, `ip` (iproute2), `nft` and the kernel modules
 //! `veth`, `bridge`, `br_netfilter`, `nf_tables` and `nf_nat`.
 
+pub mod cluster;
 mod matrix;
 pub mod netns;
 mod probe;
@@ -85,6 +86,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use cluster::{Cluster, ClusterError, Serve};
 pub use matrix::{Matrix, Mismatch, ProbeKey};
 pub use probe::{Family, ProbeJob, Proto, MAX_PROBE_THREADS};
 pub use serve::{Server, SERVER_POLL};
