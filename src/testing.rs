@@ -234,3 +234,49 @@ pub fn snapshot(
     policies.into_iter().for_each(|p| s.add_policy(p));
     s
 }
+
+/// Every node's built ruleset, to walk packets through a whole cluster as
+/// the kernels would: the source's node judges egress, the destination's
+/// ingress, and a node with neither end local lets the packet pass.
+pub struct NodeRulesets(std::collections::BTreeMap<String, crate::ruleset::Ruleset>);
+
+impl NodeRulesets {
+    /// Resolves and builds the table of every node a pod of `s` runs on.
+    pub fn new(s: &Snapshot) -> Self {
+        let nodes: std::collections::BTreeSet<&str> =
+            s.pods.values().filter_map(|p| p.node.as_deref()).collect();
+        Self(
+            nodes
+                .into_iter()
+                .map(|n| {
+                    let rs = crate::ruleset::build::build(&crate::resolve::resolve(s, n));
+                    (n.to_owned(), rs)
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether every node accepts `packet` on the forward hook.
+    pub fn passes(&self, packet: &crate::ruleset::trace::Packet) -> bool {
+        use crate::ruleset::trace::{trace, Outcome};
+        self.0
+            .values()
+            .all(|rs| trace(rs, packet).outcome == Outcome::Accept)
+    }
+
+    /// Whether the first packet of a new flow `src` → `dst` passes.
+    pub fn allows(
+        &self,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        l4: crate::ruleset::trace::L4,
+    ) -> bool {
+        self.passes(&crate::ruleset::trace::Packet {
+            src,
+            dst,
+            l4,
+            ct: crate::ruleset::trace::CtState::New,
+            hook: crate::ruleset::Hook::Forward,
+        })
+    }
+}

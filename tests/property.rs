@@ -4,7 +4,7 @@
 //! with `resolve` but the model types). Also: `explain` agrees, the output
 //! does not depend on input order, and names are unique, valid and short.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use kube_nftpolicy::model::net::Family;
@@ -12,8 +12,7 @@ use kube_nftpolicy::model::*;
 use kube_nftpolicy::resolve::explain::{explain, Endpoint, Flow};
 use kube_nftpolicy::resolve::resolve;
 use kube_nftpolicy::ruleset::build::build;
-use kube_nftpolicy::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
-use kube_nftpolicy::ruleset::{Hook, Ruleset};
+use kube_nftpolicy::ruleset::trace::L4;
 use kube_nftpolicy::testing::*;
 use proptest::prelude::*;
 
@@ -347,23 +346,6 @@ fn cluster() -> impl Strategy<Value = Snapshot> {
 
 // ---------- the model under test ----------
 
-fn model_allows(rulesets: &BTreeMap<String, Ruleset>, src: IpAddr, dst: IpAddr, l4: L4) -> bool {
-    rulesets.values().all(|rs| {
-        trace(
-            rs,
-            &Packet {
-                src,
-                dst,
-                l4,
-                ct: CtState::New,
-                hook: Hook::Forward,
-            },
-        )
-        .outcome
-            == Outcome::Accept
-    })
-}
-
 fn addresses(s: &Snapshot, family: Family) -> Vec<IpAddr> {
     let mut out: BTreeSet<IpAddr> = s
         .pods
@@ -395,8 +377,7 @@ proptest! {
 
     #[test]
     fn built_ruleset_agrees_with_the_semantics(s in cluster()) {
-        let nodes = ["node0", "node1"];
-        let rulesets: BTreeMap<String, Ruleset> = nodes.iter().map(|n| (n.to_string(), build(&resolve(&s, n)))).collect();
+        let rulesets = NodeRulesets::new(&s);
         let oracle = Oracle { s: &s };
         for family in Family::ALL {
             let addrs = addresses(&s, family);
@@ -407,7 +388,7 @@ proptest! {
                     }
                     for (proto, port) in FLOWS {
                         let want = oracle.allows(src, dst, proto, port);
-                        let got = model_allows(&rulesets, src, dst, L4::Port { protocol: proto, port });
+                        let got = rulesets.allows(src, dst, L4::Port { protocol: proto, port });
                         prop_assert_eq!(got, want, "{} -> {} {}/{}", src, dst, port, proto);
                         let flow = Flow { from: Endpoint::Addr(src), to: Endpoint::Addr(dst), protocol: proto, port };
                         let e = explain(&s, &flow).unwrap();

@@ -31,7 +31,6 @@
 //! asserts the API behaviour, its name says so, and a comment quotes the
 //! claim and says why it is wrong.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -39,8 +38,7 @@ use kube_nftpolicy::files::{self, Format, Loader};
 use kube_nftpolicy::model::{Direction, NamespacedName, Policy, Protocol, Selector, Snapshot};
 use kube_nftpolicy::resolve::explain::{explain, Endpoint, Flow};
 use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::build::build;
-use kube_nftpolicy::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
+use kube_nftpolicy::ruleset::trace::{CtState, Packet, L4};
 use kube_nftpolicy::ruleset::Hook;
 use kube_nftpolicy::testing::*;
 
@@ -136,19 +134,6 @@ fn node_of(s: &Snapshot, e: &Endpoint) -> Option<String> {
     }
 }
 
-/// Walks one packet through the ruleset of every node involved (the
-/// source's and the destination's); it passes if every node accepts it.
-fn trace_passes(s: &Snapshot, from: &Endpoint, to: &Endpoint, packet: Packet) -> bool {
-    let nodes: BTreeSet<String> = [node_of(s, from), node_of(s, to)]
-        .into_iter()
-        .flatten()
-        .collect();
-    nodes.iter().all(|node| {
-        let ruleset = build(&resolve(s, node));
-        trace(&ruleset, &packet).outcome == Outcome::Accept
-    })
-}
-
 /// Picks the source and destination addresses: IPv4 if both ends have one.
 fn pick(s: &Snapshot, from: &Endpoint, to: &Endpoint) -> (IpAddr, IpAddr) {
     let (fs, ts) = (addresses(s, from), addresses(s, to));
@@ -196,7 +181,7 @@ fn check(s: &Snapshot, from: &str, to: &str, l4: L4, want: bool, what: &str) {
         ct: CtState::New,
         hook: Hook::Forward,
     };
-    let traced = trace_passes(s, &fe, &te, packet);
+    let traced = NodeRulesets::new(s).passes(&packet);
     assert_eq!(
         traced,
         want,
@@ -219,7 +204,7 @@ fn check_reply_passes(s: &Snapshot, from: &str, to: &str, l4: L4, what: &str) {
         hook: Hook::Forward,
     };
     assert!(
-        trace_passes(s, &te, &fe, reply),
+        NodeRulesets::new(s).passes(&reply),
         "{what}: the reply {to} -> {from} of an allowed connection must pass"
     );
 }

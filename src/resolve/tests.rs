@@ -5,27 +5,13 @@
 use super::*;
 use crate::model::{Operator, Protocol::*, Rule, Selector};
 use crate::ruleset::build::build;
-use crate::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
-use crate::ruleset::Hook;
+use crate::ruleset::trace::L4;
 use crate::testing::*;
 
 /// Whether a new flow from `src` to `dst` passes: the source's node judges
 /// egress, the destination's node judges ingress (forward hook on both).
 fn allowed(s: &Snapshot, src: &str, dst: &str, l4: L4) -> bool {
-    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
-    let nodes: std::collections::BTreeSet<String> =
-        s.pods.values().filter_map(|p| p.node.clone()).collect();
-    nodes.iter().all(|node| {
-        let rs = build(&resolve(s, node));
-        let pkt = Packet {
-            src,
-            dst,
-            l4,
-            ct: CtState::New,
-            hook: Hook::Forward,
-        };
-        trace(&rs, &pkt).outcome == Outcome::Accept
-    })
+    NodeRulesets::new(s).allows(src.parse().unwrap(), dst.parse().unwrap(), l4)
 }
 
 fn tcp(port: u16) -> L4 {
