@@ -1,0 +1,547 @@
+//! Data-path benchmark: what a new connection pays in the kernel with
+//! kube-nftpolicy's ruleset, against no ruleset, a conntrack-only table and
+//! a kube-router-style iptables + ipset ruleset of the same policies.
+//!
+//! `sudo cargo run --release --example datapath_bench` (root; needs
+//! iproute2, nftables, iptables and ipset; every packet stays inside the
+//! network namespaces it creates, every loop is bounded in time).
+//! `DATAPATH_SECONDS` (default 1.0) sets each measurement's duration,
+//! `DATAPATH_ROUNDS` (default 3) the interleaved rounds.
+//!
+//! Configurations, measured in the same run, interleaved per round:
+//! (a) no ruleset; (a-ct) only `ct state established,related accept`;
+//! (b) kube-nftpolicy, 10k pods / 1k policies, both probe pods isolated and
+//! allowed; (c) kube-router style (iptables-legacy + ipset: conntrack accept
+//! first, linear dispatch by pod IP into per-pod chains, set matches) for the
+//! same resolution; (d) kube-nftpolicy, 1k pods / 100 policies. Then a sweep
+//! of 1, 10, 100 policies selecting the destination before the one that
+//! allows it. Prints medians, min–max and per-round ratios against (a).
+#![allow(missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube_nftpolicy::dataplane::{Dataplane, NetlinkDataplane};
+use kube_nftpolicy::lab::{netns, Lab, Stack};
+use kube_nftpolicy::model::{Protocol, Selector, Snapshot};
+use kube_nftpolicy::resolve::{resolve, Peers, Ports, Resolution};
+use kube_nftpolicy::ruleset::build::build;
+use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
+use kube_nftpolicy::testing::*;
+
+const ECHO: u16 = 80;
+const SINK: u16 = 5001;
+const UDP: u16 = 9;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> Res<()> {
+    let secs: f64 = env_or("DATAPATH_SECONDS", 1.0);
+    let rounds: usize = env_or("DATAPATH_ROUNDS", 3.0) as usize;
+    let dur = Duration::from_secs_f64(secs);
+    let mut lab = Lab::new()?;
+    let node = lab.add_node()?;
+    let client = lab.add_pod_auto(&node, "client", Stack::V4)?;
+    let server = lab.add_pod_auto(&node, "server", Stack::V4)?;
+    let (cip, sip) = (ip(&client.ipv4()), ip(&server.ipv4()));
+    let counters = start_servers(server.netns())?;
+
+    let big = with_probe_pods(
+        cluster(Spec {
+            pods: 10_000,
+            policies: 1_000,
+            local_pods: 110,
+        }),
+        cip,
+        sip,
+        0,
+    );
+    let small = with_probe_pods(
+        cluster(Spec {
+            pods: 1_000,
+            policies: 100,
+            local_pods: 110,
+        }),
+        cip,
+        sip,
+        0,
+    );
+    let configs: Vec<(&str, Config)> = vec![
+        ("a", Config::Nothing),
+        ("a-ct", Config::Nft(CT_ONLY.to_owned())),
+        ("b", Config::Ours(Box::new(big.clone()))),
+        ("c", Config::KubeRouter(Box::new(resolve(&big, LOCAL_NODE)))),
+        ("d", Config::Ours(Box::new(small))),
+    ];
+    let mut dp = NetlinkDataplane::new(Some(node.netns()))?;
+    let metrics = [
+        "new TCP conn/s",
+        "new UDP flows/s",
+        "TCP MB/s",
+        "RTT p50 µs",
+        "RTT p99 µs",
+    ];
+    let mut results = vec![vec![vec![]; metrics.len()]; configs.len()];
+    for round in 0..rounds {
+        for (i, (name, config)) in configs.iter().enumerate() {
+            config.install(&mut dp, node.netns())?;
+            let m = measure(client.netns(), sip, &counters, dur)?;
+            eprintln!("round {round} ({name}): {m:?}");
+            for (k, v) in m.into_iter().enumerate() {
+                results[i][k].push(v);
+            }
+        }
+    }
+    Config::Nothing.install(&mut dp, node.netns())?;
+    report(
+        &configs.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        &metrics,
+        &results,
+    );
+
+    println!("\nPolicies selecting the destination before the one that allows it (10k pods / 1k policies):");
+    let mut sweep: Vec<(usize, Vec<f64>)> = vec![];
+    for n in [1, 10, 100] {
+        sweep.push((n, vec![]));
+    }
+    for _ in 0..rounds {
+        for (n, rates) in &mut sweep {
+            let s = with_probe_pods(big.clone(), cip, sip, *n);
+            Config::Ours(Box::new(s)).install(&mut dp, node.netns())?;
+            rates.push(udp_flows(client.netns(), sip, &counters, dur)?);
+        }
+    }
+    Config::Nothing.install(&mut dp, node.netns())?;
+    let base = median(&sweep[0].1);
+    for (n, rates) in &sweep {
+        let m = median(rates);
+        let per = if *n > 1 {
+            (1e9 / m - 1e9 / base) / (*n as f64 - 1.0)
+        } else {
+            0.0
+        };
+        println!(
+            "  {n:>3} policies: {m:>10.0} new UDP flows/s  ({per:.0} ns per added policy and flow)"
+        );
+    }
+    drop(lab);
+    Ok(())
+}
+
+fn env_or(key: &str, default: f64) -> f64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ip(a: &Option<std::net::Ipv4Addr>) -> IpAddr {
+    IpAddr::V4(a.expect("lab pod has IPv4"))
+}
+
+/// The synthetic cluster plus the two lab pods on the measured node: the
+/// server isolated by `extra` policies that do not match the client (sorted
+/// before) and the allowing one, the client isolated for egress and allowed.
+fn with_probe_pods(mut s: Snapshot, client: IpAddr, server: IpAddr, extra: usize) -> Snapshot {
+    s.add_pod(
+        pod("ns-0", "bench-client")
+            .labels([("bench", "client"), ("app", "app-0")])
+            .ip(&client.to_string())
+            .node(LOCAL_NODE),
+    );
+    s.add_pod(
+        pod("ns-0", "bench-server")
+            .labels([("bench", "server"), ("app", "app-1"), ("tier", "front")])
+            .ip(&server.to_string())
+            .node(LOCAL_NODE),
+    );
+    let server_sel = || Selector::labels([("bench", "server")]);
+    for i in 0..extra {
+        let other = format!("other-{i}");
+        s.add_policy(
+            policy("ns-0", &format!("aaa-sweep-{i:03}"))
+                .select(server_sel())
+                .ingress(
+                    rule()
+                        .pods(Selector::labels([("bench", other.as_str())]))
+                        .port(Protocol::Tcp, 1000 + i as u16),
+                ),
+        );
+    }
+    s.add_policy(
+        policy("ns-0", "zzz-allow-client")
+            .select(server_sel())
+            .ingress(rule().pods(Selector::labels([("bench", "client")]))),
+    );
+    s.add_policy(
+        policy("ns-0", "zzz-client-egress")
+            .select(Selector::labels([("bench", "client")]))
+            .egress(rule().pods(server_sel())),
+    );
+    s
+}
+
+const CT_ONLY: &str = "table inet bench-ct-only {\n chain forward {\n  type filter hook forward priority filter; policy accept;\n  ct state established,related accept\n }\n}\n";
+
+enum Config {
+    Nothing,
+    Nft(String),
+    Ours(Box<Snapshot>),
+    KubeRouter(Box<Resolution>),
+}
+
+impl Config {
+    fn install(&self, dp: &mut NetlinkDataplane, node: &str) -> Res<()> {
+        // Start from an empty node every time.
+        dp.cleanup()?;
+        run(node, "nft", &["delete table inet bench-ct-only"]).ok();
+        run(node, "iptables-legacy", &["-F"]).ok();
+        run(node, "iptables-legacy", &["-X"]).ok();
+        run(node, "ipset", &["destroy"]).ok();
+        match self {
+            Config::Nothing => {}
+            Config::Nft(text) => {
+                run_stdin(node, "nft", &["-f", "-"], text)?;
+            }
+            Config::Ours(s) => {
+                dp.apply(&build(&resolve(s, LOCAL_NODE)))?;
+            }
+            Config::KubeRouter(r) => {
+                let (sets, rules) = kube_router(r);
+                run_stdin(node, "ipset", &["restore"], &sets)?;
+                run_stdin(node, "iptables-legacy-restore", &[], &rules)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ipset and iptables-restore input in the style of kube-router: conntrack
+/// accept first, a linear list of `-d pod -j pod-chain` / `-s pod -j ...`,
+/// per-pod chains jumping to per-policy chains, set matches per rule.
+fn kube_router(r: &Resolution) -> (String, String) {
+    let (mut sets, mut chains, mut rules) = (String::new(), String::new(), String::new());
+    rules.push_str("-A FORWARD -j KUBE-ROUTER-FORWARD\n-A KUBE-ROUTER-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
+    chains.push_str(":KUBE-ROUTER-FORWARD - [0:0]\n");
+    let policy_index = |key: &kube_nftpolicy::model::NamespacedName, dir| {
+        r.policies
+            .iter()
+            .position(|p| &p.key == key && p.direction == dir)
+            .expect("resolved policy")
+    };
+    for (i, p) in r.policies.iter().enumerate() {
+        chains.push_str(&format!(":KRN-{i} - [0:0]\n"));
+        let field = if p.direction == kube_nftpolicy::model::Direction::Ingress {
+            "src"
+        } else {
+            "dst"
+        };
+        for rule in &p.rules {
+            let set_match = match &rule.peers {
+                Peers::Any => String::new(),
+                Peers::Addrs(peers) => {
+                    let name = format!("KR{i}-{}", rule.index);
+                    sets.push_str(&format!("create {name} hash:net family inet\n"));
+                    for e in &peers.addrs.v4 {
+                        for net in cidrs(e.range.first, e.range.last) {
+                            sets.push_str(&format!("add {name} {net}\n"));
+                        }
+                    }
+                    format!("-m set --match-set {name} {field} ")
+                }
+            };
+            let ports: Vec<String> = match &rule.ports {
+                Ports::Any => vec![String::new()],
+                Ports::Listed { numeric, .. } => numeric
+                    .iter()
+                    .map(|(proto, range)| match range {
+                        None => format!("-p {proto} "),
+                        Some(r) => format!("-p {proto} --dport {}:{} ", r.first, r.last),
+                    })
+                    .collect(),
+            };
+            for port in ports {
+                rules.push_str(&format!("-A KRN-{i} {port}{set_match}-j ACCEPT\n"));
+            }
+        }
+    }
+    for (i, pod) in r.pods.iter().enumerate() {
+        for (dir, flag, policies) in [("I", "-d", &pod.ingress), ("E", "-s", &pod.egress)] {
+            if policies.is_empty() {
+                continue;
+            }
+            let chain = format!("KRP{dir}-{i}");
+            chains.push_str(&format!(":{chain} - [0:0]\n"));
+            for ip in pod.ips.iter().filter(|ip| ip.is_ipv4()) {
+                rules.push_str(&format!(
+                    "-A KUBE-ROUTER-FORWARD {flag} {ip}/32 -j {chain}\n"
+                ));
+            }
+            for key in policies {
+                let d = if dir == "I" {
+                    kube_nftpolicy::model::Direction::Ingress
+                } else {
+                    kube_nftpolicy::model::Direction::Egress
+                };
+                rules.push_str(&format!("-A {chain} -j KRN-{}\n", policy_index(key, d)));
+            }
+            rules.push_str(&format!("-A {chain} -j DROP\n"));
+        }
+    }
+    (sets, format!("*filter\n{chains}{rules}COMMIT\n"))
+}
+
+/// The CIDR blocks covering `first..=last` (IPv4).
+fn cidrs(first: IpAddr, last: IpAddr) -> Vec<String> {
+    let (IpAddr::V4(a), IpAddr::V4(b)) = (first, last) else {
+        return vec![];
+    };
+    let (mut lo, hi) = (u64::from(u32::from(a)), u64::from(u32::from(b)));
+    let mut out = vec![];
+    while lo <= hi {
+        let mut size = if lo == 0 {
+            1u64 << 32
+        } else {
+            lo & lo.wrapping_neg()
+        };
+        while lo + size - 1 > hi {
+            size /= 2;
+        }
+        out.push(format!(
+            "{}/{}",
+            std::net::Ipv4Addr::from(lo as u32),
+            32 - size.trailing_zeros()
+        ));
+        lo += size;
+    }
+    out
+}
+
+fn run(ns: &str, prog: &str, args: &[&str]) -> Res<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, prog])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{prog} {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn run_stdin(ns: &str, prog: &str, args: &[&str], input: &str) -> Res<()> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, prog])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        return Err(format!("{prog}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+struct Counters {
+    udp: Arc<AtomicU64>,
+    sink: Arc<AtomicU64>,
+}
+
+/// Echo (1-byte request/response until EOF), sink (count bytes) and a UDP
+/// counter, each on a thread inside the server's namespace. They live until
+/// the process ends.
+fn start_servers(ns: &str) -> Res<Counters> {
+    let (echo, sink, udp) = netns::in_netns(ns, || {
+        let bind = |p| TcpListener::bind(("0.0.0.0", p));
+        let io = |e: std::io::Error| kube_nftpolicy::lab::LabError::Io {
+            context: "bench server".into(),
+            source: e,
+        };
+        Ok((
+            bind(ECHO).map_err(io)?,
+            bind(SINK).map_err(io)?,
+            UdpSocket::bind(("0.0.0.0", UDP)).map_err(io)?,
+        ))
+    })?;
+    std::thread::spawn(move || {
+        for conn in echo.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut c = conn;
+                let _ = c.set_nodelay(true);
+                let mut b = [0u8; 1];
+                while matches!(c.read(&mut b), Ok(1)) {
+                    if c.write_all(&b).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let counters = Counters {
+        udp: Arc::new(AtomicU64::new(0)),
+        sink: Arc::new(AtomicU64::new(0)),
+    };
+    let bytes = Arc::clone(&counters.sink);
+    std::thread::spawn(move || {
+        for conn in sink.incoming().flatten() {
+            let bytes = Arc::clone(&bytes);
+            std::thread::spawn(move || {
+                let mut c = conn;
+                let mut buf = vec![0u8; 1 << 16];
+                while let Ok(n @ 1..) = c.read(&mut buf) {
+                    bytes.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let packets = Arc::clone(&counters.udp);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while udp.recv_from(&mut buf).is_ok() {
+            packets.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(counters)
+}
+
+/// [conn/s, flows/s, MB/s, p50 µs, p99 µs] from the client's namespace.
+fn measure(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<Vec<f64>> {
+    let conn = in_client(client, move || {
+        let (start, mut n) = (Instant::now(), 0u64);
+        while start.elapsed() < dur {
+            let mut s =
+                TcpStream::connect_timeout(&SocketAddr::new(server, ECHO), Duration::from_secs(1))?;
+            s.set_nodelay(true)?;
+            s.write_all(b"x")?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            n += 1;
+        }
+        Ok(n as f64 / start.elapsed().as_secs_f64())
+    })?;
+    let flows = udp_flows(client, server, c, dur)?;
+    let before = c.sink.load(Ordering::Relaxed);
+    let secs = in_client(client, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(server, SINK), Duration::from_secs(1))?;
+        let buf = vec![7u8; 1 << 16];
+        let start = Instant::now();
+        while start.elapsed() < dur {
+            s.write_all(&buf)?;
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    std::thread::sleep(Duration::from_millis(50));
+    let mbps = (c.sink.load(Ordering::Relaxed) - before) as f64 / secs / 1e6;
+    let rtts = in_client(client, move || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::new(server, ECHO), Duration::from_secs(1))?;
+        s.set_nodelay(true)?;
+        let mut v = Vec::with_capacity(4000);
+        let start = Instant::now();
+        while v.len() < 4000 && start.elapsed() < dur {
+            let t = Instant::now();
+            s.write_all(b"x")?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        v.sort_by(f64::total_cmp);
+        Ok((v[v.len() / 2], v[v.len() * 99 / 100]))
+    })?;
+    Ok(vec![conn, flows, mbps, rtts.0, rtts.1])
+}
+
+/// Unreplied UDP datagrams from one socket: every one is conntrack NEW and
+/// walks the ruleset. Counted where they arrive.
+fn udp_flows(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<f64> {
+    let before = c.udp.load(Ordering::Relaxed);
+    let secs = in_client(client, move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        let to = SocketAddr::new(server, UDP);
+        let start = Instant::now();
+        while start.elapsed() < dur {
+            for _ in 0..64 {
+                let _ = s.send_to(b"x", to);
+            }
+        }
+        Ok(start.elapsed().as_secs_f64())
+    })?;
+    std::thread::sleep(Duration::from_millis(50));
+    Ok((c.udp.load(Ordering::Relaxed) - before) as f64 / secs)
+}
+
+fn in_client<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Res<T> {
+    Ok(netns::in_netns(ns, move || {
+        f().map_err(|e| kube_nftpolicy::lab::LabError::Io {
+            context: "bench client".into(),
+            source: e,
+        })
+    })?)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn report(names: &[&str], metrics: &[&str], r: &[Vec<Vec<f64>>]) {
+    println!("\n| metric | {} |", names.join(" | "));
+    println!("|---|{}", "---|".repeat(names.len()));
+    for (k, metric) in metrics.iter().enumerate() {
+        let cells: Vec<String> = r
+            .iter()
+            .map(|cfg| {
+                let v = &cfg[k];
+                let (lo, hi) = (
+                    v.iter().cloned().fold(f64::MAX, f64::min),
+                    v.iter().cloned().fold(0.0, f64::max),
+                );
+                format!("{:.0} ({:.0}–{:.0})", median(v), lo, hi)
+            })
+            .collect();
+        println!("| {metric} | {} |", cells.join(" | "));
+    }
+    println!("\nRatios against (a), per round (median of rounds in brackets):");
+    for (k, metric) in metrics.iter().enumerate().take(3) {
+        for (i, name) in names.iter().enumerate().skip(1) {
+            let per: Vec<f64> = r[i][k].iter().zip(&r[0][k]).map(|(x, a)| x / a).collect();
+            let txt: Vec<String> = per.iter().map(|x| format!("{x:.2}")).collect();
+            println!(
+                "  {metric:<16} {name:>5}/a: {}  [{:.2}]",
+                txt.join(" "),
+                median(&per)
+            );
+        }
+    }
+    for (k, metric) in metrics.iter().enumerate().take(2) {
+        let b_over = |j: usize| {
+            median(
+                &r[2][k]
+                    .iter()
+                    .zip(&r[j][k])
+                    .map(|(x, y)| x / y)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        println!(
+            "  {metric:<16} b/a-ct: [{:.2}]  b/c: [{:.2}]  b/d: [{:.2}]",
+            b_over(1),
+            b_over(3),
+            b_over(4)
+        );
+    }
+}
