@@ -68,6 +68,8 @@ pub(super) struct Plan<'a> {
     pub deferred: Vec<String>,
     /// Sets deleted and added again (they move to the end of the list).
     recreated: HashSet<String>,
+    /// Why an apply that could have been incremental is a full replace.
+    pub reason: Option<String>,
 }
 
 impl Plan<'_> {
@@ -114,6 +116,7 @@ pub(super) fn full(desired: &Ruleset) -> Result<Plan<'_>, EncodeError> {
         ops,
         deferred: Vec::new(),
         recreated: HashSet::new(),
+        reason: None,
     })
 }
 
@@ -125,6 +128,7 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         ops: Vec::new(),
         deferred: Vec::new(),
         recreated: HashSet::new(),
+        reason: None,
     };
     if applied == desired {
         return Ok(unchanged);
@@ -140,13 +144,20 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         .iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
-    let chains_same = desired.chains.iter().all(|d| {
+    let changed_chain = desired.chains.iter().find(|d| {
         old_chains
             .get(d.name.as_str())
-            .is_none_or(|a| a.base == d.base && a.comment == d.comment)
+            .is_some_and(|a| a.base != d.base || a.comment != d.comment)
     });
-    if !maps_same || !chains_same {
-        return full(desired);
+    let reason = if !maps_same {
+        Some("the dispatch maps changed".to_owned())
+    } else {
+        changed_chain.map(|c| format!("chain {} changed its hook or comment", c.name))
+    };
+    if reason.is_some() {
+        let mut plan = full(desired)?;
+        plan.reason = reason;
+        return Ok(plan);
     }
     let recreated = recreated_sets(applied, desired);
     let mut ops = Vec::new();
@@ -171,6 +182,7 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         ops,
         deferred,
         recreated,
+        reason: None,
     })
 }
 

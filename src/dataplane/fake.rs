@@ -65,7 +65,7 @@ impl Dataplane for FakeDataplane {
             bytes,
             duration: start.elapsed(),
             deferred: plan.deferred.len(),
-            reason: None,
+            reason: plan.reason.clone(),
         };
         self.current = Some(plan.next(self.current.take(), desired));
         self.applied.push(desired.clone());

@@ -119,7 +119,7 @@ impl Dataplane for NetlinkDataplane {
             None => diff::full(desired)?,
         };
         let reason = match plan.kind {
-            ApplyKind::Full => self.reason.take(),
+            ApplyKind::Full => self.reason.take().or(plan.reason.clone()),
             _ => None,
         };
         let mut report = ApplyReport {

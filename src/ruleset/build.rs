@@ -168,11 +168,10 @@ fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) {
     for rule in &policy.rules {
         rule_rules(b, policy, rule, &mut rules);
     }
-    let comment = if policy.rules.is_empty() {
-        format!("{} {dir}: no {dir} rules, allows nothing", policy.key)
-    } else {
-        format!("{} {dir} rules", policy.key)
-    };
+    // The comment depends on the policy's identity only: a chain's comment
+    // cannot change in place, so rule-dependent text would turn every edit
+    // of the policy into a full replace.
+    let comment = format!("{} {dir} rules (empty: allows nothing)", policy.key);
     b.rs.chains.push(Chain {
         name: names::policy_chain(dir, &policy.key),
         base: None,
