@@ -76,6 +76,7 @@
 pub mod cluster;
 mod matrix;
 pub mod netns;
+pub mod ping;
 mod probe;
 mod serve;
 mod stream;
