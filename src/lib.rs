@@ -15,9 +15,13 @@
 pub mod cli;
 pub mod dataplane;
 pub mod files;
+pub mod k8s;
 pub mod lab;
+pub mod metrics;
 pub mod model;
 pub mod resolve;
 pub mod ruleset;
+pub mod server;
+pub mod sync;
 pub mod synth;
 pub mod testing;

@@ -202,6 +202,17 @@ impl Loader {
         }
     }
 
+    /// Adds one object (or `kind: List`) already decoded as JSON, e.g. an
+    /// API object from a watch; `source` names it in reports.
+    pub fn add_value(&mut self, source: &Path, value: Value) {
+        let origin = Origin {
+            file: source.to_owned(),
+            document: 0,
+            item: None,
+        };
+        self.add_document(&origin, value);
+    }
+
     /// The result.
     pub fn finish(self) -> Loaded {
         self.loaded

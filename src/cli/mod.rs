@@ -14,6 +14,9 @@ use crate::resolve::explain::{explain, Endpoint, Explanation, Flow, Side, SideRe
 use crate::resolve::resolve;
 use crate::ruleset::{build::build, render::render};
 
+mod controller;
+pub use controller::{run_controller, ControllerArgs, LogFormat};
+
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: error, nothing done.
@@ -52,6 +55,9 @@ pub enum Command {
     /// Remove our table `inet kube-nftpolicy`, and nothing else.
     #[command(after_help = EXIT_CODES)]
     Cleanup(CleanupArgs),
+    /// Run the node agent (the DaemonSet): watch the API, keep this node's
+    /// table in step. Stops on SIGTERM and leaves the table in place.
+    Controller(ControllerArgs),
 }
 
 /// `apply` arguments.
@@ -331,6 +337,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Explain(a) => run_explain(a),
         Command::Apply(a) => run_apply(a),
         Command::Cleanup(a) => run_cleanup(a),
+        Command::Controller(a) => run_controller(a),
     })
 }
 

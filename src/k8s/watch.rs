@@ -1,0 +1,76 @@
+//! The watchers: one kube-rs `watcher` per kind, every namespace.
+//!
+//! Each is LIST, then WATCH from the list's resourceVersion, with bookmarks;
+//! `410 Gone` (or any watch error) makes the watcher re-list, after the
+//! default backoff (0.8 s doubling to 30 s, with jitter). Objects are
+//! trimmed in the stream (`modify`) and handed to [`Stores`].
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+
+use super::{trim, Kind, Stores};
+
+/// The running watchers; dropping this stops them.
+#[derive(Debug)]
+pub struct Watchers {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Starts the Namespace, Pod and NetworkPolicy watchers on the current
+/// tokio runtime, feeding `stores`.
+pub fn spawn(client: Client, stores: Arc<Stores>) -> Watchers {
+    let tasks = vec![
+        tokio::spawn(watch(
+            Api::<Namespace>::all(client.clone()),
+            Kind::Namespace,
+            trim::namespace,
+            stores.clone(),
+        )),
+        tokio::spawn(watch(
+            Api::<Pod>::all(client.clone()),
+            Kind::Pod,
+            trim::pod,
+            stores.clone(),
+        )),
+        tokio::spawn(watch(
+            Api::<NetworkPolicy>::all(client),
+            Kind::NetworkPolicy,
+            trim::policy,
+            stores,
+        )),
+    ];
+    Watchers { tasks }
+}
+
+async fn watch<K>(api: Api<K>, kind: Kind, trim: fn(&mut K), stores: Arc<Stores>)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Serialize + Send + Sync + 'static,
+{
+    let stream = watcher(api, watcher::Config::default())
+        .modify(trim)
+        .default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(event) => stores.handle(kind, event),
+            Err(e) => stores.watch_error(kind, &e),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The agent's API side without a cluster: the real kube-rs watchers and
+//! the real sync loop, fed by a FAKE API server (`agent_fake_api/fake.rs`,
+//! on the kube client's service layer, real list/watch wire format),
+//! applying to a recording `FakeDataplane`. Results are checked by walking
+//! packets through the applied ruleset (`ruleset::trace`).
+
+mod agent_fake_api {
+    pub mod fake;
+    pub mod harness;
+}
+
+use std::time::Duration;
+
+use agent_fake_api::fake::{FakeApi, Res};
+use agent_fake_api::harness::{allows, has_pod_chain, namespace, pod, policy, Agent, NODE};
+use kube_nftpolicy::sync::SyncConfig;
+use serde_json::json;
+
+const WEB: &str = "10.244.0.10";
+const FRONTEND: &str = "10.244.1.20";
+
+/// `shop` with `web` (on our node) and `frontend` (on node-b), and a policy
+/// letting only `app=frontend` into `app=web`.
+fn shop(fake: &FakeApi) {
+    fake.apply(namespace("shop", json!({"team": "red"})));
+    fake.apply(pod("shop", "web", NODE, WEB, json!({"app": "web"})));
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "frontend"}),
+    ));
+    fake.apply(policy(
+        "shop",
+        "allow-frontend",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "frontend"}}}]}]}),
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_no_apply_before_initial_lists_complete() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    fake.hold_list(Res::Policies);
+    let agent = Agent::start(fake.clone());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(fake.lists(Res::Pods) >= 1 && fake.lists(Res::Namespaces) >= 1);
+    assert_eq!(
+        agent.applies(),
+        0,
+        "applied before the policy list completed"
+    );
+    fake.release_list(Res::Policies);
+    let rs = agent.until("the first apply", |_| true).await;
+    assert!(
+        has_pod_chain(&rs, "shop", "web"),
+        "the first apply has the policies"
+    );
+    assert!(allows(&rs, FRONTEND, WEB));
+    assert!(!allows(&rs, "10.244.2.2", WEB));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_burst_of_1000_events_gives_a_handful_of_syncs() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    // A debug build on a busy machine may take seconds to decode 1,000
+    // events: let the debounce, not the 1 s cap, decide.
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.max_delay = Duration::from_secs(10);
+    let agent = Agent::start_with(fake.clone(), cfg);
+    agent.until("the first apply", |_| true).await;
+    let before = agent.applies();
+    // 1,000 label changes of one peer pod; only the last one lets it in.
+    for i in 0..1000 {
+        let app = if i == 999 { "frontend" } else { "batch" };
+        let labels = json!({"app": app, "i": i.to_string()});
+        fake.apply(pod("shop", "peer", "node-b", "10.244.1.30", labels));
+    }
+    agent
+        .until("the last event is enforced", |rs| {
+            allows(rs, "10.244.1.30", WEB)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let syncs = agent.applies() - before;
+    assert!(syncs <= 5, "1,000 events gave {syncs} syncs");
+    let text = agent.metrics.encode();
+    assert!(text.contains("kube_nftpolicy_watch_events_total{kind=\"pod\"}"));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_relist_after_410_gone() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    let lists = fake.lists(Res::Pods);
+    fake.expire();
+    // Not sent on any watch (all closed): only a re-list can see it.
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "other"}),
+    ));
+    agent
+        .until("the re-list is enforced", |rs| !allows(rs, FRONTEND, WEB))
+        .await;
+    assert!(fake.lists(Res::Pods) > lists, "pods were listed again");
+    let text = agent.metrics.encode();
+    assert!(
+        text.contains("kube_nftpolicy_errors_total{kind=\"watch\"}"),
+        "{text}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_lost_connection_resumes_and_keeps_enforcing() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    // A bookmark moves the watchers' resourceVersion; they resume from it.
+    fake.apply(pod("shop", "idle", "node-b", "10.244.1.99", json!({})));
+    fake.bookmark();
+    fake.disconnect();
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "other"}),
+    ));
+    agent
+        .until("the change made while disconnected", |rs| {
+            !allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    assert!(has_pod_chain(&agent.last().unwrap(), "shop", "web"));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_deleted_pod_ip_reused_by_new_pod_with_other_labels() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("frontend allowed", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    assert!(fake.delete(Res::Pods, "shop", "frontend"));
+    fake.apply(pod(
+        "shop",
+        "batch",
+        "node-b",
+        FRONTEND,
+        json!({"app": "batch"}),
+    ));
+    let rs = agent
+        .until("the reused IP is denied", |rs| !allows(rs, FRONTEND, WEB))
+        .await;
+    assert!(has_pod_chain(&rs, "shop", "web"));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_namespace_label_change_flips_a_namespace_selector() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    fake.apply(namespace("tools", json!({"team": "red"})));
+    fake.apply(pod("tools", "probe", "node-b", "10.244.1.40", json!({})));
+    fake.apply(policy(
+        "shop",
+        "allow-blue",
+        json!({"podSelector": {},
+               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}]}),
+    ));
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("tools denied", |rs| {
+            !allows(rs, "10.244.1.40", WEB) && allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    fake.apply(namespace("tools", json!({"team": "blue"})));
+    agent
+        .until("tools allowed", |rs| allows(rs, "10.244.1.40", WEB))
+        .await;
+    fake.apply(namespace("tools", json!({"team": "red"})));
+    agent
+        .until("tools denied again", |rs| !allows(rs, "10.244.1.40", WEB))
+        .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_deleting_the_last_policy_of_a_pod_removes_its_isolation() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("web isolated", |rs| has_pod_chain(rs, "shop", "web"))
+        .await;
+    assert!(fake.delete(Res::Policies, "shop", "allow-frontend"));
+    let rs = agent
+        .until("web open", |rs| !has_pod_chain(rs, "shop", "web"))
+        .await;
+    assert!(allows(&rs, "10.244.2.2", WEB));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_pod_on_another_node_is_a_peer_but_gets_no_chain() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    fake.apply(pod(
+        "shop",
+        "web-b",
+        "node-b",
+        "10.244.1.11",
+        json!({"app": "web"}),
+    ));
+    let agent = Agent::start(fake.clone());
+    let rs = agent.until("the first apply", |_| true).await;
+    assert!(has_pod_chain(&rs, "shop", "web"));
+    assert!(
+        !has_pod_chain(&rs, "shop", "web-b"),
+        "web-b is judged on node-b"
+    );
+    assert!(!has_pod_chain(&rs, "shop", "frontend"));
+    assert!(allows(&rs, FRONTEND, WEB), "frontend on node-b is a peer");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_host_network_pods_are_ignored() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let mut host = pod(
+        "shop",
+        "agent",
+        "node-b",
+        "192.168.0.12",
+        json!({"app": "frontend"}),
+    );
+    host["spec"]["hostNetwork"] = json!(true);
+    fake.apply(host);
+    let mut local = pod(
+        "shop",
+        "local-host",
+        NODE,
+        "192.168.0.11",
+        json!({"app": "web"}),
+    );
+    local["spec"]["hostNetwork"] = json!(true);
+    fake.apply(local);
+    let agent = Agent::start(fake.clone());
+    let rs = agent.until("the first apply", |_| true).await;
+    assert!(
+        !allows(&rs, "192.168.0.12", WEB),
+        "a hostNetwork pod is no peer"
+    );
+    assert!(
+        !has_pod_chain(&rs, "shop", "local-host"),
+        "nor is it selected"
+    );
+    assert!(allows(&rs, FRONTEND, WEB));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_invalid_policy_is_skipped_and_counted() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    fake.apply(policy(
+        "shop",
+        "bad",
+        json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}),
+    ));
+    let agent = Agent::start(fake.clone());
+    let rs = agent.until("the first apply", |_| true).await;
+    assert!(allows(&rs, FRONTEND, WEB), "the good policy still applies");
+    let text = agent.metrics.encode();
+    assert!(
+        text.contains("kube_nftpolicy_invalid_objects{kind=\"networkpolicy\"} 1"),
+        "{text}"
+    );
+    assert!(fake.delete(Res::Policies, "shop", "bad"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = agent.metrics.encode();
+    assert!(
+        text.contains("kube_nftpolicy_invalid_objects{kind=\"networkpolicy\"} 0"),
+        "{text}"
+    );
+    agent.stop().await;
+}

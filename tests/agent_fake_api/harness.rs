@@ -1,0 +1,178 @@
+//! The agent under test: the real watchers and sync loop, fed by the
+//! [`FakeApi`](super::fake::FakeApi), applying to a recording
+//! `FakeDataplane`; and builders of API objects in wire format.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube_nftpolicy::dataplane::{ApplyError, ApplyReport, Dataplane, FakeDataplane};
+use kube_nftpolicy::metrics::{Health, Metrics};
+use kube_nftpolicy::model::Protocol;
+use kube_nftpolicy::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
+use kube_nftpolicy::ruleset::{Hook, Ruleset};
+use kube_nftpolicy::sync::{self, SyncConfig};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::fake::FakeApi;
+
+/// The node the agent runs on.
+pub const NODE: &str = "node-a";
+
+/// A Namespace object.
+pub fn namespace(name: &str, labels: Value) -> Value {
+    json!({"kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+/// A running Pod with one IP and a named port `http` (80).
+pub fn pod(ns: &str, name: &str, node: &str, ip: &str, labels: Value) -> Value {
+    json!({
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels,
+                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx",
+                 "ports": [{"containerPort": 80, "name": "http"}]}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+    })
+}
+
+/// A NetworkPolicy.
+pub fn policy(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+/// What the recording dataplane saw.
+#[derive(Default)]
+pub struct Record {
+    /// Every successful apply: the ruleset and when it completed.
+    pub applies: Vec<(Ruleset, ApplyReport, Instant)>,
+}
+
+/// A `FakeDataplane` that records into shared memory.
+pub struct Recorder {
+    inner: FakeDataplane,
+    record: Arc<Mutex<Record>>,
+}
+
+impl Dataplane for Recorder {
+    fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
+        let r = self.inner.apply(desired)?;
+        let mut rec = self.record.lock().unwrap();
+        rec.applies
+            .push((desired.clone(), r.clone(), Instant::now()));
+        Ok(r)
+    }
+
+    fn cleanup(&mut self) -> Result<bool, ApplyError> {
+        self.inner.cleanup()
+    }
+
+    fn current(&self) -> Option<&Ruleset> {
+        self.inner.current()
+    }
+}
+
+/// The agent running against a fake API.
+pub struct Agent {
+    /// What was applied.
+    pub record: Arc<Mutex<Record>>,
+    /// The agent's metrics.
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    /// Starts the agent for [`NODE`] on `fake` (which may already hold objects).
+    pub fn start(fake: Arc<FakeApi>) -> Self {
+        Self::start_with(fake, SyncConfig::new(NODE))
+    }
+
+    /// Starts the agent with `cfg`.
+    pub fn start_with(fake: Arc<FakeApi>, cfg: SyncConfig) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let mut dp = Recorder {
+            inner: FakeDataplane::new(),
+            record: record.clone(),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = fake.client();
+        let m = metrics.clone();
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            sync::run(client, &mut dp, &cfg, m, health, shutdown).await;
+        });
+        Self {
+            record,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Number of successful applies so far.
+    pub fn applies(&self) -> usize {
+        self.record.lock().unwrap().applies.len()
+    }
+
+    /// The last applied ruleset.
+    pub fn last(&self) -> Option<Ruleset> {
+        let rec = self.record.lock().unwrap();
+        rec.applies.last().map(|a| a.0.clone())
+    }
+
+    /// Waits (up to 10 s) until the last applied ruleset satisfies `ok`.
+    pub async fn until(&self, what: &str, ok: impl Fn(&Ruleset) -> bool) -> Ruleset {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(rs) = self.last().filter(|rs| ok(rs)) {
+                return rs;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Stops the agent.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+/// Whether `ruleset` lets the first TCP packet `src` → `dst`:80 through.
+pub fn allows(ruleset: &Ruleset, src: &str, dst: &str) -> bool {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let packet = Packet {
+        src: ip(src),
+        dst: ip(dst),
+        l4: L4::Port {
+            protocol: Protocol::Tcp,
+            port: 80,
+        },
+        ct: CtState::New,
+        hook: Hook::Forward,
+    };
+    trace(ruleset, &packet).outcome == Outcome::Accept
+}
+
+/// Whether `ruleset` has a chain for `ns/pod` in some direction.
+pub fn has_pod_chain(ruleset: &Ruleset, ns: &str, pod: &str) -> bool {
+    let suffix = format!("-{ns}/{pod}");
+    ruleset
+        .chains
+        .iter()
+        .any(|c| c.name.starts_with("pod-") && c.name.ends_with(&suffix))
+}
