@@ -15,6 +15,8 @@
 //!   apply is a full replace (the dataplane's rule). Events during the
 //!   backoff wait for the retry.
 //! - `ApplyReport::deferred > 0`: another sync after `deferred_delay`.
+//! - Every `full_replace` (1 h), the first resync after it is a full
+//!   replace, which also repairs element drift the cheap check cannot see.
 //! - Every `resync`, a sync runs even without events (the dataplane checks
 //!   for drift on each apply).
 //! - Shutdown (SIGTERM, SIGINT) stops the loop and leaves the table in
@@ -47,6 +49,8 @@ pub struct SyncConfig {
     pub min_interval: Duration,
     /// A sync at least this often, events or not.
     pub resync: Duration,
+    /// A full replace at least this often (on the first resync after it).
+    pub full_replace: Duration,
     /// First retry delay after a failed apply (doubles each failure).
     pub retry_min: Duration,
     /// Longest retry delay.
@@ -65,6 +69,7 @@ impl SyncConfig {
             max_delay: Duration::from_secs(1),
             min_interval: Duration::from_millis(100),
             resync: Duration::from_secs(300),
+            full_replace: Duration::from_secs(3600),
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             deferred_delay: Duration::from_millis(200),
@@ -125,6 +130,7 @@ async fn run_loop<D: Dataplane>(
     let mut retry_at: Option<Instant> = None;
     let mut soon: Option<Instant> = None;
     let mut next_resync = Instant::now() + cfg.resync;
+    let mut next_full = Instant::now() + cfg.full_replace;
     let mut waiting_logged = false;
     loop {
         health.beat();
@@ -160,6 +166,10 @@ async fn run_loop<D: Dataplane>(
         last_start = Some(now);
         if resync {
             next_resync = now + cfg.resync;
+            if now >= next_full {
+                next_full = now + cfg.full_replace;
+                dataplane.force_full_replace("periodic full replace");
+            }
         }
         soon = None;
         match sync_once(&cfg.node, &taken.snapshot, dataplane, metrics) {

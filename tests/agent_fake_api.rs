@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use agent_fake_api::fake::{FakeApi, Res};
 use agent_fake_api::harness::{allows, has_pod_chain, namespace, pod, policy, Agent, NODE};
+use kube_nftpolicy::dataplane::ApplyKind;
 use kube_nftpolicy::sync::SyncConfig;
 use serde_json::json;
 
@@ -301,6 +302,46 @@ async fn fake_api_invalid_policy_is_skipped_and_counted() {
     assert!(
         text.contains("kube_nftpolicy_invalid_objects{kind=\"networkpolicy\"} 0"),
         "{text}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_slow_timer_forces_a_full_replace() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.resync = Duration::from_millis(100);
+    cfg.full_replace = Duration::from_millis(350);
+    let agent = Agent::start_with(fake.clone(), cfg);
+    agent.until("the first apply", |_| true).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reports: Vec<_> = agent
+        .record
+        .lock()
+        .unwrap()
+        .applies
+        .iter()
+        .map(|a| a.1.clone())
+        .collect();
+    let periodic = reports
+        .iter()
+        .skip(1)
+        .filter(|r| {
+            r.kind == ApplyKind::Full && r.reason.as_deref() == Some("periodic full replace")
+        })
+        .count();
+    assert!(
+        periodic >= 1,
+        "no periodic full replace among {} applies: {reports:?}",
+        reports.len()
+    );
+    assert!(
+        reports
+            .iter()
+            .skip(1)
+            .all(|r| r.kind != ApplyKind::Full || r.reason.is_some()),
+        "every later full replace says why"
     );
     agent.stop().await;
 }

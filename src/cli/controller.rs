@@ -41,6 +41,9 @@ pub struct ControllerArgs {
     /// Sync at least this often, events or not (seconds).
     #[arg(long, value_name = "S", default_value_t = 300)]
     pub resync_secs: u64,
+    /// Replace the whole table at least this often, repairing any drift (seconds).
+    #[arg(long, value_name = "S", default_value_t = 3600)]
+    pub full_replace_secs: u64,
     /// Report unready when applies have failed for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub unready_after_secs: u64,
@@ -69,6 +72,7 @@ pub fn run_controller(args: &ControllerArgs) -> u8 {
     sync.max_delay = Duration::from_millis(args.max_sync_delay_ms);
     sync.min_interval = Duration::from_millis(args.min_sync_interval_ms);
     sync.resync = Duration::from_secs(args.resync_secs.max(1));
+    sync.full_replace = Duration::from_secs(args.full_replace_secs.max(1));
     let opts = crate::sync::ControllerOptions {
         sync,
         netns: args.netns.clone(),

@@ -23,6 +23,8 @@ pub struct FakeDataplane {
     pub fail_next: Option<ApplyError>,
     current: Option<Ruleset>,
     seq: u32,
+    /// Why the next apply is a full replace, when forced.
+    forced: Option<String>,
 }
 
 impl FakeDataplane {
@@ -43,6 +45,11 @@ impl FakeDataplane {
 }
 
 impl Dataplane for FakeDataplane {
+    fn force_full_replace(&mut self, reason: &str) {
+        self.current = None;
+        self.forced = Some(reason.to_owned());
+    }
+
     fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
         let start = Instant::now();
         if let Some(e) = self.fail_next.take() {
@@ -65,7 +72,10 @@ impl Dataplane for FakeDataplane {
             bytes,
             duration: start.elapsed(),
             deferred: plan.deferred.len(),
-            reason: plan.reason.clone(),
+            reason: match plan.kind {
+                ApplyKind::Full => self.forced.take().or(plan.reason.clone()),
+                _ => None,
+            },
         };
         self.current = Some(plan.next(self.current.take(), desired));
         self.applied.push(desired.clone());

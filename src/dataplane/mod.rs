@@ -58,6 +58,11 @@ pub trait Dataplane {
     /// Removes our table (and nothing else). `Ok(false)`: it was not there.
     fn cleanup(&mut self) -> Result<bool, ApplyError>;
 
+    /// Makes the next apply a full replace (the agent's slow periodic
+    /// repair, which also rewrites element drift the cheap check cannot see).
+    /// The default does nothing, for dataplanes that have no kernel to repair.
+    fn force_full_replace(&mut self, _reason: &str) {}
+
     /// What the dataplane holds after the last successful apply, in the
     /// kernel's listing order (`render` of it is what `nft list table`
     /// prints); `None` before the first apply or after a failure.

@@ -111,6 +111,10 @@ fn read_error(source: std::io::Error) -> ApplyError {
 }
 
 impl Dataplane for NetlinkDataplane {
+    fn force_full_replace(&mut self, reason: &str) {
+        self.invalidate(reason);
+    }
+
     fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
         let start = Instant::now();
         let before = self.check_drift()?;

@@ -68,6 +68,10 @@ impl Dataplane for Recorder {
         self.inner.cleanup()
     }
 
+    fn force_full_replace(&mut self, reason: &str) {
+        self.inner.force_full_replace(reason)
+    }
+
     fn current(&self) -> Option<&Ruleset> {
         self.inner.current()
     }
