@@ -5,9 +5,12 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use kube_nftpolicy::dataplane::{Dataplane, FakeDataplane};
+use kube_nftpolicy::model::{Protocol, Selector, Snapshot};
 use kube_nftpolicy::resolve::resolve;
 use kube_nftpolicy::ruleset::{build::build, render::render};
 use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
+use kube_nftpolicy::testing::{pod, PodExt, PolicyExt, RuleExt};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("resolve+build");
@@ -36,5 +39,85 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The three one-object changes of the issue, each as (name, changed snapshot).
+fn changes(s: &Snapshot) -> Vec<(&'static str, Snapshot)> {
+    let mut added = s.clone();
+    added.add_pod(
+        pod("ns-0", "bench-new-pod")
+            .labels([("app", "app-1"), ("tier", "front")])
+            .ip("10.200.0.1")
+            .node("node-elsewhere")
+            .port("http", 8080, Protocol::Tcp),
+    );
+    let mut relabelled = s.clone();
+    let key = relabelled.pods.keys().nth(5).cloned().expect("pods");
+    if let Some(p) = relabelled.pods.get_mut(&key) {
+        p.labels.insert("app".into(), "app-9".into());
+    }
+    let mut edited = s.clone();
+    let key = edited.policies.keys().nth(1).cloned().expect("policies");
+    if let Some(p) = edited.policies.get_mut(&key) {
+        *p = p.clone().ingress(
+            kube_nftpolicy::testing::rule()
+                .pods(Selector::labels([("app", "app-3")]))
+                .port(Protocol::Tcp, 9000),
+        );
+    }
+    vec![
+        ("pod added", added),
+        ("label changed", relabelled),
+        ("policy edited", edited),
+    ]
+}
+
+/// One change at 10k pods: the diff and the encoded netlink batch
+/// (FakeDataplane plans and encodes exactly what the kernel would get),
+/// there and back; and the whole sync (resolve + build + diff).
+fn one_change(c: &mut Criterion) {
+    let s = cluster(Spec {
+        pods: 10_000,
+        policies: 1_000,
+        local_pods: 110,
+    });
+    let base = build(&resolve(&s, LOCAL_NODE));
+    eprintln!(
+        "peak RSS holding the 10k / 1k state: {} KiB",
+        peak_rss_kib()
+    );
+    let mut group = c.benchmark_group("one-change");
+    group.sample_size(20);
+    for (name, changed) in changes(&s) {
+        let next = build(&resolve(&changed, LOCAL_NODE));
+        let mut dp = FakeDataplane::new();
+        dp.apply(&base).expect("fake apply");
+        group.bench_function(BenchmarkId::new("diff+batch (there and back)", name), |b| {
+            b.iter(|| {
+                dp.apply(&next).expect("fake apply");
+                dp.apply(&base).expect("fake apply")
+            })
+        });
+        group.bench_function(BenchmarkId::new("resolve+build+diff", name), |b| {
+            b.iter(|| {
+                dp.apply(&build(&resolve(&changed, LOCAL_NODE)))
+                    .expect("fake apply");
+                dp.apply(&base).expect("fake apply")
+            })
+        });
+    }
+    group.finish();
+}
+
+/// VmHWM of this process, KiB (0 if unknown).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+criterion_group!(benches, one_change, bench);
 criterion_main!(benches);
