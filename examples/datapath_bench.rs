@@ -6,7 +6,7 @@
 //! iproute2, nftables, iptables and ipset; every packet stays inside the
 //! network namespaces it creates, every loop is bounded in time).
 //! `DATAPATH_SECONDS` (default 1.0) sets each measurement's duration,
-//! `DATAPATH_ROUNDS` (default 3) the interleaved rounds.
+//! `DATAPATH_ROUNDS` (default 5) the interleaved rounds.
 //!
 //! Configurations, measured in the same run, interleaved per round:
 //! (a) no ruleset; (a-ct) only `ct state established,related accept`;
@@ -41,7 +41,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> Res<()> {
     let secs: f64 = env_or("DATAPATH_SECONDS", 1.0);
-    let rounds: usize = env_or("DATAPATH_ROUNDS", 3.0) as usize;
+    let rounds: usize = env_or("DATAPATH_ROUNDS", 5.0) as usize;
     let dur = Duration::from_secs_f64(secs);
     let mut lab = Lab::new()?;
     let node = lab.add_node()?;
@@ -89,7 +89,7 @@ fn main() -> Res<()> {
     for round in 0..rounds {
         for (i, (name, config)) in configs.iter().enumerate() {
             config.install(&mut dp, node.netns())?;
-            let m = measure(client.netns(), sip, &counters, dur)?;
+            let m = measure(client.netns(), sip, server.netns(), &counters, dur)?;
             eprintln!("round {round} ({name}): {m:?}");
             for (k, v) in m.into_iter().enumerate() {
                 results[i][k].push(v);
@@ -112,7 +112,7 @@ fn main() -> Res<()> {
         for (n, rates) in &mut sweep {
             let s = with_probe_pods(big.clone(), cip, sip, *n);
             Config::Ours(Box::new(s)).install(&mut dp, node.netns())?;
-            rates.push(udp_flows(client.netns(), sip, &counters, dur)?);
+            rates.push(udp_flows(client.netns(), sip, server.netns(), dur)?);
         }
     }
     Config::Nothing.install(&mut dp, node.netns())?;
@@ -352,25 +352,21 @@ fn run_stdin(ns: &str, prog: &str, args: &[&str], input: &str) -> Res<()> {
 }
 
 struct Counters {
-    udp: Arc<AtomicU64>,
     sink: Arc<AtomicU64>,
 }
 
-/// Echo (1-byte request/response until EOF), sink (count bytes) and a UDP
-/// counter, each on a thread inside the server's namespace. They live until
-/// the process ends.
+/// Echo (1-byte request/response until EOF) and sink (count bytes), each on
+/// a thread inside the server's namespace, and the UDP sink table. They
+/// live until the process ends.
 fn start_servers(ns: &str) -> Res<Counters> {
-    let (echo, sink, udp) = netns::in_netns(ns, || {
+    run_stdin(ns, "nft", &["-f", "-"], UDP_SINK)?;
+    let (echo, sink) = netns::in_netns(ns, || {
         let bind = |p| TcpListener::bind(("0.0.0.0", p));
         let io = |e: std::io::Error| kube_nftpolicy::lab::LabError::Io {
             context: "bench server".into(),
             source: e,
         };
-        Ok((
-            bind(ECHO).map_err(io)?,
-            bind(SINK).map_err(io)?,
-            UdpSocket::bind(("0.0.0.0", UDP)).map_err(io)?,
-        ))
+        Ok((bind(ECHO).map_err(io)?, bind(SINK).map_err(io)?))
     })?;
     std::thread::spawn(move || {
         for conn in echo.incoming().flatten() {
@@ -387,7 +383,6 @@ fn start_servers(ns: &str) -> Res<Counters> {
         }
     });
     let counters = Counters {
-        udp: Arc::new(AtomicU64::new(0)),
         sink: Arc::new(AtomicU64::new(0)),
     };
     let bytes = Arc::clone(&counters.sink);
@@ -403,24 +398,27 @@ fn start_servers(ns: &str) -> Res<Counters> {
             });
         }
     });
-    let packets = Arc::clone(&counters.udp);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        while udp.recv_from(&mut buf).is_ok() {
-            packets.fetch_add(1, Ordering::Relaxed);
-        }
-    });
     Ok(counters)
 }
 
 /// [conn/s, flows/s, MB/s, p50 µs, p99 µs] from the client's namespace.
-fn measure(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<Vec<f64>> {
+fn measure(
+    client: &str,
+    server: IpAddr,
+    sink_ns: &str,
+    c: &Counters,
+    dur: Duration,
+) -> Res<Vec<f64>> {
     let conn = in_client(client, move || {
         let (start, mut n) = (Instant::now(), 0u64);
         while start.elapsed() < dur {
             let mut s =
                 TcpStream::connect_timeout(&SocketAddr::new(server, ECHO), Duration::from_secs(1))?;
             s.set_nodelay(true)?;
+            // Close with RST: a FIN close leaves the client's port in
+            // TIME_WAIT for 60 s, and after ~20k connections the search
+            // for a free ephemeral port throttled whole rounds to ~200/s.
+            socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO))?;
             s.write_all(b"x")?;
             let mut b = [0u8; 1];
             s.read_exact(&mut b)?;
@@ -428,7 +426,7 @@ fn measure(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<Vec
         }
         Ok(n as f64 / start.elapsed().as_secs_f64())
     })?;
-    let flows = udp_flows(client, server, c, dur)?;
+    let flows = udp_flows(client, server, sink_ns, dur)?;
     let before = c.sink.load(Ordering::Relaxed);
     let secs = in_client(client, move || {
         let mut s =
@@ -462,9 +460,11 @@ fn measure(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<Vec
 }
 
 /// Unreplied UDP datagrams from one socket: every one is conntrack NEW and
-/// walks the ruleset. Counted where they arrive.
-fn udp_flows(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<f64> {
-    let before = c.udp.load(Ordering::Relaxed);
+/// walks the node's ruleset. Counted where they arrive, by an nft counter
+/// in the server's namespace that drops them before conntrack, so no
+/// socket wakeup on the receiving side limits the rate.
+fn udp_flows(client: &str, server: IpAddr, sink_ns: &str, dur: Duration) -> Res<f64> {
+    let before = udp_sink_packets(sink_ns)?;
     let secs = in_client(client, move || {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         let to = SocketAddr::new(server, UDP);
@@ -476,8 +476,26 @@ fn udp_flows(client: &str, server: IpAddr, c: &Counters, dur: Duration) -> Res<f
         }
         Ok(start.elapsed().as_secs_f64())
     })?;
-    std::thread::sleep(Duration::from_millis(50));
-    Ok((c.udp.load(Ordering::Relaxed) - before) as f64 / secs)
+    Ok((udp_sink_packets(sink_ns)? - before) as f64 / secs)
+}
+
+/// The UDP sink in the server's namespace: count and drop at prerouting,
+/// before conntrack.
+const UDP_SINK: &str = "table inet bench-sink {\n counter udp-sink {\n }\n chain pre {\n  type filter hook prerouting priority raw - 10; policy accept;\n  udp dport 9 counter name \"udp-sink\" drop\n }\n}\n";
+
+fn udp_sink_packets(ns: &str) -> Res<u64> {
+    let out = run(
+        ns,
+        "nft",
+        &["list", "counter", "inet", "bench-sink", "udp-sink"],
+    )?;
+    let packets = out
+        .split_whitespace()
+        .skip_while(|w| *w != "packets")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("no packet count in {out:?}"))?;
+    Ok(packets)
 }
 
 fn in_client<T: Send + 'static>(

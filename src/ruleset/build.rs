@@ -15,7 +15,7 @@ use super::{
     AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, PortRange,
     Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
-use crate::model::Direction;
+use crate::model::{Direction, NamespacedName};
 use crate::resolve::{NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule};
 
 /// Priority of the egress base chains: before ingress, so that an egress
@@ -36,23 +36,43 @@ pub fn build(resolution: &Resolution) -> Ruleset {
     rs.chains
         .push(base_chain(Hook::Forward, Direction::Ingress));
     rs.chains.push(base_chain(Hook::Input, Direction::Egress));
+    let mut b = Builder {
+        rs: Ruleset::default(),
+        set_names: HashSet::new(),
+    };
+    for policy in &resolution.policies {
+        policy_chain(&mut b, policy);
+    }
+    // A policy chain without rules (a default deny) allows nothing: jumping
+    // into it would cost every new flow a jump and a return. The pod chain
+    // names such policies in its drop rule instead.
+    let empty: HashSet<&str> =
+        b.rs.chains
+            .iter()
+            .filter(|c| c.rules.is_empty())
+            .map(|c| c.name.as_str())
+            .collect();
     for pod in &resolution.pods {
         for dir in Direction::ALL {
             let policies = pod.policies(dir);
             if policies.is_empty() {
                 continue;
             }
-            let mut rules: Vec<Rule> = policies
+            let (deny_only, allowing): (Vec<_>, Vec<_>) = policies
+                .iter()
+                .partition(|p| empty.contains(names::policy_chain(dir, p).as_str()));
+            let mut rules: Vec<Rule> = allowing
                 .iter()
                 .map(|p| {
                     Rule::new(vec![], Verdict::Jump(names::policy_chain(dir, p)))
                         .comment(p.to_string())
                 })
                 .collect();
-            rules.push(Rule::new(vec![], Verdict::Drop).counted().comment(format!(
-                "{} isolated for {dir}: no policy allowed this",
-                pod.key
-            )));
+            rules.push(
+                Rule::new(vec![], Verdict::Drop)
+                    .counted()
+                    .comment(drop_comment(dir, &deny_only)),
+            );
             rs.chains.push(Chain {
                 name: names::pod_chain(dir, &pod.key),
                 base: None,
@@ -61,31 +81,42 @@ pub fn build(resolution: &Resolution) -> Ruleset {
             });
         }
     }
-    let mut b = Builder {
-        rs,
-        set_names: HashSet::new(),
-    };
-    for policy in &resolution.policies {
-        policy_chain(&mut b, policy);
-    }
+    // Kernel order: base chains, pod chains, policy chains.
+    rs.chains.append(&mut b.rs.chains);
+    rs.sets = b.rs.sets;
     // A rule whose ports all resolved to other sets (named ports) or to
     // nothing leaves its peer set unused: keep only sets a rule looks up.
-    let used: HashSet<&str> =
-        b.rs.chains
-            .iter()
-            .flat_map(|c| &c.rules)
-            .flat_map(|r| &r.matches)
-            .filter_map(|m| match m {
-                Match::AddrInSet { set, .. } => Some(set.as_str()),
-                _ => None,
-            })
-            .collect();
-    let sets = std::mem::take(&mut b.rs.sets);
-    b.rs.sets = sets
+    let used: HashSet<&str> = rs
+        .chains
+        .iter()
+        .flat_map(|c| &c.rules)
+        .flat_map(|r| &r.matches)
+        .filter_map(|m| match m {
+            Match::AddrInSet { set, .. } => Some(set.as_str()),
+            _ => None,
+        })
+        .collect();
+    let sets = std::mem::take(&mut rs.sets);
+    rs.sets = sets
         .into_iter()
         .filter(|s| used.contains(s.name.as_str()))
         .collect();
-    b.rs
+    rs
+}
+
+/// The pod chain's last rule: nothing allowed the packet (the chain's name
+/// and comment say which pod). Policies that allow nothing in `dir` (no
+/// jump to them) are named here.
+fn drop_comment(dir: Direction, deny_only: &[&NamespacedName]) -> String {
+    if deny_only.is_empty() {
+        return format!("no policy allowed this {dir}");
+    }
+    let names: Vec<String> = deny_only.iter().map(|p| p.to_string()).collect();
+    let verb = if names.len() == 1 { "allows" } else { "allow" };
+    format!(
+        "no policy allowed this {dir}; {} {verb} nothing",
+        names.join(", ")
+    )
 }
 
 fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> VerdictMap {
@@ -215,14 +246,16 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
         Ports::Listed { numeric, named } => {
             for pm in &peer_matches {
                 for (protocol, range) in numeric {
-                    let mut matches = with_peer(pm);
-                    matches.push(match range {
+                    // The protocol and port first: a packet for another
+                    // port fails on a compare and skips the set lookup.
+                    let mut matches = vec![match range {
                         None => Match::L4Proto(*protocol),
                         Some(ports) => Match::DestPort {
                             protocol: *protocol,
                             ports: *ports,
                         },
-                    });
+                    }];
+                    matches.extend(with_peer(pm));
                     out.push(accept(matches, label.clone()));
                 }
             }
@@ -239,15 +272,17 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
                             let same_family =
                                 |a: &&IpAddr| pm.as_ref().is_none_or(|(f, _)| *f == Family::of(a));
                             for addr in addrs.iter().filter(same_family) {
-                                let mut matches = with_peer(pm);
-                                matches.push(Match::AddrIs {
-                                    field: AddrField::Destination,
-                                    addr: *addr,
-                                });
-                                matches.push(Match::DestPort {
-                                    protocol: *protocol,
-                                    ports: PortRange::single(*port),
-                                });
+                                let mut matches = vec![
+                                    Match::DestPort {
+                                        protocol: *protocol,
+                                        ports: PortRange::single(*port),
+                                    },
+                                    Match::AddrIs {
+                                        field: AddrField::Destination,
+                                        addr: *addr,
+                                    },
+                                ];
+                                matches.extend(with_peer(pm));
                                 out.push(accept(matches, format!("{label} port {name} of {pod}")));
                             }
                         }
@@ -265,14 +300,14 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
                             let set = names::named_port_set(&peers.id, *protocol, *port, family);
                             b.add_set(&set, family, peers);
                             let matches = vec![
+                                Match::DestPort {
+                                    protocol: *protocol,
+                                    ports: PortRange::single(*port),
+                                },
                                 Match::AddrInSet {
                                     family,
                                     field: AddrField::Destination,
                                     set,
-                                },
-                                Match::DestPort {
-                                    protocol: *protocol,
-                                    ports: PortRange::single(*port),
                                 },
                             ];
                             out.push(accept(matches, format!("{label} port {name}")));
