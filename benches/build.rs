@@ -88,7 +88,7 @@ fn one_change(c: &mut Criterion) {
     group.sample_size(20);
     for (name, changed) in changes(&s) {
         let next = build(&resolve(&changed, LOCAL_NODE));
-        let mut dp = FakeDataplane::new();
+        let mut dp = FakeDataplane::without_history();
         dp.apply(&base).expect("fake apply");
         group.bench_function(BenchmarkId::new("diff+batch (there and back)", name), |b| {
             b.iter(|| {

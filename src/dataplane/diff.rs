@@ -22,7 +22,7 @@
 //! rules and nothing points at it. Until then it stays in the applied
 //! ruleset (and in `nft list`), empty; `ApplyReport::deferred` counts it.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::encode::{self, EncodeError, KElem, SetKind, SetMeta};
 use super::next;
@@ -68,6 +68,9 @@ pub(super) struct Plan<'a> {
     pub deferred: Vec<String>,
     /// Sets deleted and added again (they move to the end of the list).
     recreated: HashSet<String>,
+    /// Kept sets, maps and chains whose content this batch changes: the
+    /// only ones `next` has to rebuild (everything else is moved as is).
+    touched: HashSet<String>,
     /// Why an apply that could have been incremental is a full replace.
     pub reason: Option<String>,
 }
@@ -79,7 +82,7 @@ impl Plan<'_> {
     pub(super) fn next(&self, applied: Option<Ruleset>, desired: &Ruleset) -> Ruleset {
         match (self.kind, applied) {
             (ApplyKind::Incremental, Some(a)) => {
-                next::next_model(a, desired, &self.recreated, &self.deferred)
+                next::next_model(a, desired, &self.recreated, &self.touched, &self.deferred)
             }
             (ApplyKind::NoChange, Some(a)) => a,
             _ => desired.clone(),
@@ -115,7 +118,8 @@ pub(super) fn full(desired: &Ruleset) -> Result<Plan<'_>, EncodeError> {
         kind: ApplyKind::Full,
         ops,
         deferred: Vec::new(),
-        recreated: HashSet::new(),
+        recreated: HashSet::default(),
+        touched: HashSet::default(),
         reason: None,
     })
 }
@@ -127,12 +131,10 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         kind: ApplyKind::NoChange,
         ops: Vec::new(),
         deferred: Vec::new(),
-        recreated: HashSet::new(),
+        recreated: HashSet::default(),
+        touched: HashSet::default(),
         reason: None,
     };
-    if applied == desired {
-        return Ok(unchanged);
-    }
     let maps_same = applied.maps.len() == desired.maps.len()
         && applied
             .maps
@@ -161,14 +163,12 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
     }
     let recreated = recreated_sets(applied, desired);
     let mut ops = Vec::new();
-    let deferred = chain_ops(applied, desired, &recreated, &mut ops);
-    set_ops(applied, desired, &recreated, &mut ops)?;
+    let mut touched = HashSet::default();
+    let deferred = chain_ops(applied, desired, &recreated, &mut touched, &mut ops);
+    set_ops(applied, desired, &recreated, &mut touched, &mut ops)?;
     // Rules last: they reference sets and chains added above.
     for c in &desired.chains {
-        let fill = match old_chains.get(c.name.as_str()) {
-            None => true,
-            Some(a) => a.rules != c.rules || references_any(a, &recreated),
-        };
+        let fill = !old_chains.contains_key(c.name.as_str()) || touched.contains(&c.name);
         if fill && !c.rules.is_empty() {
             ops.push(Op::AddRules(c));
         }
@@ -182,6 +182,7 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         ops,
         deferred,
         recreated,
+        touched,
         reason: None,
     })
 }
@@ -233,6 +234,7 @@ fn chain_ops<'a>(
     applied: &Ruleset,
     desired: &'a Ruleset,
     recreated: &HashSet<String>,
+    touched: &mut HashSet<String>,
     ops: &mut Vec<Op<'a>>,
 ) -> Vec<String> {
     let wanted: HashMap<&str, &Chain> = desired
@@ -245,8 +247,11 @@ fn chain_ops<'a>(
     for a in &applied.chains {
         if let Some(d) = wanted.get(a.name.as_str()) {
             let refill = a.rules != d.rules || references_any(a, recreated);
-            if refill && !a.rules.is_empty() {
-                ops.push(Op::Flush(a.name.clone()));
+            if refill {
+                touched.insert(a.name.clone());
+                if !a.rules.is_empty() {
+                    ops.push(Op::Flush(a.name.clone()));
+                }
             }
             continue;
         }
@@ -291,10 +296,12 @@ fn set_ops<'a>(
     applied: &Ruleset,
     desired: &'a Ruleset,
     recreated: &HashSet<String>,
+    touched: &mut HashSet<String>,
     ops: &mut Vec<Op<'a>>,
 ) -> Result<(), EncodeError> {
     for (a, d) in applied.maps.iter().zip(&desired.maps) {
         if a.elements != d.elements {
+            touched.insert(a.name.clone());
             let (gone, came) = next::changed(&a.elements, &d.elements);
             let dels = encode::map_entries(a, gone)?;
             let adds = encode::map_entries(d, came)?;
@@ -307,6 +314,7 @@ fn set_ops<'a>(
         match wanted.get(a.name.as_str()) {
             Some(d) if !recreated.contains(&a.name) => {
                 if a.elements != d.elements {
+                    touched.insert(a.name.clone());
                     element_diff(a, d, ops)?;
                 }
             }

@@ -3,7 +3,7 @@
 //! change, so a one-element change costs a walk over the lists, not a copy
 //! of them. Also the list difference both use.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::Hash;
 
 use crate::ruleset::{AddrSet, Chain, Ruleset};
@@ -15,6 +15,7 @@ pub(super) fn next_model(
     applied: Ruleset,
     desired: &Ruleset,
     recreated: &HashSet<String>,
+    touched: &HashSet<String>,
     deferred: &[String],
 ) -> Ruleset {
     let sets: HashMap<&str, &AddrSet> = desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
@@ -42,7 +43,9 @@ pub(super) fn next_model(
     let mut next = Ruleset::default();
     // Maps are the same objects in the same order (else: full replace).
     for (mut a, d) in applied.maps.into_iter().zip(&desired.maps) {
-        a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
+        if touched.contains(&a.name) {
+            a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
+        }
         next.maps.push(a);
     }
     for mut a in applied.sets {
@@ -50,7 +53,9 @@ pub(super) fn next_model(
             .get(a.name.as_str())
             .filter(|_| !recreated.contains(&a.name))
         {
-            a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
+            if touched.contains(&a.name) {
+                a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
+            }
             next.sets.push(a);
         }
     }
@@ -58,7 +63,7 @@ pub(super) fn next_model(
     next.sets.extend(desired.sets.iter().filter(fresh).cloned());
     for mut a in applied.chains {
         if let Some(d) = chains.get(a.name.as_str()) {
-            if a.rules != d.rules {
+            if touched.contains(&a.name) {
                 a.rules = d.rules.clone();
             }
             next.chains.push(a);
