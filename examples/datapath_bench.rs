@@ -30,6 +30,8 @@ use kube_nftpolicy::lab::{netns, Lab, Stack};
 use kube_nftpolicy::model::{Protocol, Selector, Snapshot};
 use kube_nftpolicy::resolve::{resolve, Peers, Ports, Resolution};
 use kube_nftpolicy::ruleset::build::build;
+use kube_nftpolicy::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
+use kube_nftpolicy::ruleset::Hook;
 use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
 use kube_nftpolicy::testing::*;
 
@@ -70,6 +72,13 @@ fn main() -> Res<()> {
         sip,
         0,
     );
+    for (name, s) in [("b", &big), ("d", &small)] {
+        let cost = walk_cost(s, cip, sip)?;
+        println!(
+            "({name}) a new UDP flow client -> server walks {} rules and {} set/map lookups",
+            cost.rules, cost.lookups
+        );
+    }
     let configs: Vec<(&str, Config)> = vec![
         ("a", Config::Nothing),
         ("a-ct", Config::Nft(CT_ONLY.to_owned())),
@@ -108,6 +117,13 @@ fn main() -> Res<()> {
     for n in [1, 10, 100] {
         sweep.push((n, vec![]));
     }
+    for (n, _) in &sweep {
+        let cost = walk_cost(&with_probe_pods(big.clone(), cip, sip, *n), cip, sip)?;
+        println!(
+            "  {n:>3} policies: a new flow walks {} rules and {} lookups",
+            cost.rules, cost.lookups
+        );
+    }
     for _ in 0..rounds {
         for (n, rates) in &mut sweep {
             let s = with_probe_pods(big.clone(), cip, sip, *n);
@@ -130,6 +146,29 @@ fn main() -> Res<()> {
     }
     drop(lab);
     Ok(())
+}
+
+/// The rules and lookups of the probe flow's walk through the node's
+/// ruleset (the model's trace, which counts as the kernel evaluates); an
+/// error if the flow would not be accepted.
+fn walk_cost(s: &Snapshot, client: IpAddr, server: IpAddr) -> Res<Cost> {
+    let t = trace(
+        &build(&resolve(s, LOCAL_NODE)),
+        &Packet {
+            src: client,
+            dst: server,
+            l4: L4::Port {
+                protocol: Protocol::Udp,
+                port: UDP,
+            },
+            ct: CtState::New,
+            hook: Hook::Forward,
+        },
+    );
+    if t.outcome != Outcome::Accept {
+        return Err("the probe flow is not allowed by the bench's ruleset".into());
+    }
+    Ok(t.cost)
 }
 
 fn env_or(key: &str, default: f64) -> f64 {
@@ -160,16 +199,15 @@ fn with_probe_pods(mut s: Snapshot, client: IpAddr, server: IpAddr, extra: usize
             .node(LOCAL_NODE),
     );
     let server_sel = || Selector::labels([("bench", "server")]);
+    // Each sweep policy allows, on every port, pods that exist but are not
+    // the client (`tier=back`; the client has no tier): its rule is the
+    // worst case for a new flow, a set lookup that misses.
     for i in 0..extra {
-        let other = format!("other-{i}");
+        let app = format!("app-{}", i % 10);
         s.add_policy(
             policy("ns-0", &format!("aaa-sweep-{i:03}"))
                 .select(server_sel())
-                .ingress(
-                    rule()
-                        .pods(Selector::labels([("bench", other.as_str())]))
-                        .port(Protocol::Tcp, 1000 + i as u16),
-                ),
+                .ingress(rule().pods(Selector::labels([("app", app.as_str()), ("tier", "back")]))),
         );
     }
     s.add_policy(

@@ -80,6 +80,19 @@ pub struct Trace {
     pub outcome: Outcome,
     /// Every matching rule, in walk order.
     pub steps: Vec<Step>,
+    /// What the walk cost the kernel.
+    pub cost: Cost,
+}
+
+/// The work of a walk as the kernel does it: every rule it starts to
+/// evaluate, and every set or map lookup it reaches (the matches of a rule
+/// run in order and stop at the first that fails).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    /// Rules evaluated, matching or not.
+    pub rules: usize,
+    /// Set and verdict-map lookups done.
+    pub lookups: usize,
 }
 
 enum Flow {
@@ -101,28 +114,47 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet) -> Trace {
         .collect();
     bases.sort_by_key(|(p, _)| *p);
     let mut steps = Vec::new();
+    let mut cost = Cost::default();
     for (_, chain) in bases {
-        if let Flow::Drop = walk(ruleset, &chain.name, packet, &mut steps, 0) {
+        if let Flow::Drop = walk(ruleset, &chain.name, packet, &mut steps, &mut cost, 0) {
             return Trace {
                 outcome: Outcome::Drop,
                 steps,
+                cost,
             };
         }
     }
     Trace {
         outcome: Outcome::Accept,
         steps,
+        cost,
     }
 }
 
 /// Runs one chain; `Continue` means it ended without a verdict.
-fn walk(rs: &Ruleset, chain: &str, pkt: &Packet, steps: &mut Vec<Step>, depth: usize) -> Flow {
+fn walk(
+    rs: &Ruleset,
+    chain: &str,
+    pkt: &Packet,
+    steps: &mut Vec<Step>,
+    cost: &mut Cost,
+    depth: usize,
+) -> Flow {
     // The kernel refuses loops; a bound keeps a malformed model from recursing forever.
     let Some(chain) = rs.chain(chain).filter(|_| depth < 16) else {
         return Flow::Continue;
     };
     for (index, rule) in chain.rules.iter().enumerate() {
-        if !rule.matches.iter().all(|m| matches(rs, m, pkt)) {
+        cost.rules += 1;
+        if !rule.matches.iter().all(|m| {
+            if let Match::AddrInSet { family, field, .. } = m {
+                // The family check runs first; only then the lookup.
+                if Family::of(&field_addr(pkt, *field)) == *family {
+                    cost.lookups += 1;
+                }
+            }
+            matches(rs, m, pkt)
+        }) {
             continue;
         }
         let step = |steps: &mut Vec<Step>| {
@@ -143,7 +175,7 @@ fn walk(rs: &Ruleset, chain: &str, pkt: &Packet, steps: &mut Vec<Step>, depth: u
             }
             Verdict::Jump(target) => {
                 step(steps);
-                match walk(rs, target, pkt, steps, depth + 1) {
+                match walk(rs, target, pkt, steps, cost, depth + 1) {
                     Flow::Continue => {}
                     decided => return decided,
                 }
@@ -153,13 +185,14 @@ fn walk(rs: &Ruleset, chain: &str, pkt: &Packet, steps: &mut Vec<Step>, depth: u
                 if Family::of(&addr) != *family {
                     continue;
                 }
+                cost.lookups += 1;
                 let target = rs
                     .map(map)
                     .and_then(|m| m.elements.iter().find(|e| e.addr == addr));
                 if let Some(element) = target {
                     step(steps);
                     // `goto`: whatever the target decides ends this chain too.
-                    return walk(rs, &element.chain, pkt, steps, depth + 1);
+                    return walk(rs, &element.chain, pkt, steps, cost, depth + 1);
                 }
             }
         }
@@ -194,6 +227,85 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
         Match::Icmpv6NeighbourDiscovery => {
             Family::of(&pkt.src) == Family::V6
                 && matches!(pkt.l4, L4::Icmp { icmp_type } if (133..=136).contains(&icmp_type))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Selector;
+    use crate::resolve::resolve;
+    use crate::ruleset::build::build;
+    use crate::testing::*;
+
+    /// A pod isolated by a default deny and one policy allowing TCP 80 from
+    /// `app=client`: the walk of a new flow, counted.
+    fn walk_cost(l4: L4) -> (Outcome, Cost) {
+        let s = snapshot(
+            [namespace("shop", [])],
+            [
+                pod("shop", "server")
+                    .labels([("app", "server")])
+                    .ip("10.0.0.2")
+                    .node("n1"),
+                pod("shop", "client")
+                    .labels([("app", "client")])
+                    .ip("10.0.1.2")
+                    .node("n2"),
+            ],
+            [
+                policy("shop", "default-deny"),
+                policy("shop", "allow-client")
+                    .select(Selector::labels([("app", "server")]))
+                    .ingress(
+                        rule()
+                            .pods(Selector::labels([("app", "client")]))
+                            .port(Protocol::Tcp, 80),
+                    ),
+            ],
+        );
+        let t = trace(
+            &build(&resolve(&s, "n1")),
+            &Packet {
+                src: "10.0.1.2".parse().unwrap(),
+                dst: "10.0.0.2".parse().unwrap(),
+                l4,
+                ct: CtState::New,
+                hook: Hook::Forward,
+            },
+        );
+        (t.outcome, t.cost)
+    }
+
+    #[test]
+    fn a_rule_for_another_port_costs_no_lookup() {
+        // forward-egress: 3 preamble rules, the v4 dispatch (a lookup that
+        // misses: the client is not local), the v6 dispatch (no lookup for
+        // an IPv4 packet). forward-ingress: 3 preamble rules and the v4
+        // dispatch (a lookup that hits). The pod chain: one jump (none into
+        // the empty default-deny chain), the policy's one rule, the drop.
+        let cases = [
+            (
+                "UDP 9 fails on the port compare, before the peer set",
+                Protocol::Udp,
+                9,
+                Outcome::Drop,
+                5 + 4 + 3,
+                2,
+            ),
+            (
+                "TCP 80 reaches the peer set",
+                Protocol::Tcp,
+                80,
+                Outcome::Accept,
+                5 + 4 + 2,
+                3,
+            ),
+        ];
+        for (case, protocol, port, outcome, rules, lookups) in cases {
+            let got = walk_cost(L4::Port { protocol, port });
+            assert_eq!(got, (outcome, Cost { rules, lookups }), "case: {case}");
         }
     }
 }
