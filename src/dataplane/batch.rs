@@ -26,28 +26,32 @@ fn msg(t: i32) -> u16 {
     t as u16
 }
 
-/// What one message carried.
-#[derive(Debug, Clone)]
+/// Where one message came from. Its text is made only when the kernel
+/// rejects the message: an apply that succeeds formats nothing.
+#[derive(Debug, Clone, Copy)]
 struct Label {
-    /// `add rule 3 of chain X (...)`.
-    what: String,
-    /// For element messages: offset of each element's attribute in the
-    /// message, and the element.
-    elems: Vec<(u32, String)>,
+    /// Index of the op in the plan.
+    op: usize,
+    /// Rules: the rule's index in its chain; elements: the index of the
+    /// message's first element.
+    first: usize,
+    /// Byte offset of the message in the buffer.
+    start: usize,
 }
 
-/// One encoded batch.
-pub(super) struct Batch {
+/// One encoded batch, and the plan it encodes (to name a rejected message).
+pub(super) struct Batch<'a> {
     /// The messages, back to back.
     pub buf: MsgBuf,
     /// Sequence number of the batch-begin message.
     pub begin: u32,
     /// Sequence number of the last object message (the one with an ACK).
     pub last: u32,
+    ops: &'a [Op<'a>],
     labels: Vec<Label>,
 }
 
-impl Batch {
+impl Batch<'_> {
     /// Number of object messages (begin and end not counted).
     pub(super) fn messages(&self) -> usize {
         self.labels.len()
@@ -63,17 +67,44 @@ impl Batch {
         let Some(label) = self.labels.get(index) else {
             return format!("message {seq} of the batch");
         };
-        if let Some(off) = offset {
-            if let Some((_, e)) = label.elems.iter().rev().find(|(o, _)| *o <= off) {
-                return format!("{} ({e})", label.what);
-            }
-        }
-        label.what.clone()
+        let op = &self.ops[label.op];
+        let what = op_text(op, label.first);
+        let (Some(off), Op::AddElems(_, elems) | Op::DelElems(_, elems)) = (offset, op) else {
+            return what;
+        };
+        let bytes = &self.buf.bytes()[label.start..];
+        let len = nlmsg::messages(bytes).first().map_or(0, |m| m.bytes.len());
+        element_offsets(&bytes[..len])
+            .iter()
+            .rposition(|o| *o <= off)
+            .and_then(|i| elems.get(label.first + i))
+            .map_or(what.clone(), |e| {
+                format!("{what} (element {})", e.describe())
+            })
+    }
+}
+
+/// The text of a message made from `op` (`first`: see `Label`).
+fn op_text(op: &Op<'_>, first: usize) -> String {
+    match op {
+        Op::AddTable { .. } => "add table inet kube-nftpolicy".to_owned(),
+        Op::DelTable => "delete table inet kube-nftpolicy".to_owned(),
+        Op::AddChain(c) => format!("add chain {}", c.name),
+        Op::DelChain(name) => format!("delete chain {name}"),
+        Op::Flush(name) => format!("flush chain {name}"),
+        Op::AddRules(c) => match c.rules.get(first) {
+            Some(rule) => format!("add rule {} of chain {} ({rule})", first + 1, c.name),
+            None => format!("add rule {} of chain {}", first + 1, c.name),
+        },
+        Op::AddSet(meta) => format!("add {} {}", kind(meta), meta.name),
+        Op::DelSet(name) => format!("delete set {name}"),
+        Op::AddElems(meta, _) => format!("add elements of {} {}", kind(meta), meta.name),
+        Op::DelElems(meta, _) => format!("delete elements of {} {}", kind(meta), meta.name),
     }
 }
 
 /// Encodes `ops` with sequence numbers from `*seq` on.
-pub(super) fn build(ops: &[Op<'_>], seq: &mut u32) -> Result<Batch, EncodeError> {
+pub(super) fn build<'a>(ops: &'a [Op<'a>], seq: &mut u32) -> Result<Batch<'a>, EncodeError> {
     let mut b = Builder {
         buf: MsgBuf::default(),
         labels: Vec::new(),
@@ -84,8 +115,8 @@ pub(super) fn build(ops: &[Op<'_>], seq: &mut u32) -> Result<Batch, EncodeError>
     };
     let begin = b.next_seq();
     b.buf.batch_begin(begin);
-    for op in ops {
-        b.op(op)?;
+    for (i, op) in ops.iter().enumerate() {
+        b.op(i, op)?;
     }
     let last = b.seq.wrapping_sub(1);
     if let Some(start) = b.last_start {
@@ -98,6 +129,7 @@ pub(super) fn build(ops: &[Op<'_>], seq: &mut u32) -> Result<Batch, EncodeError>
         buf: b.buf,
         begin: b.begin,
         last,
+        ops,
         labels: b.labels,
     })
 }
@@ -120,17 +152,16 @@ impl Builder {
         s
     }
 
-    /// Starts an object message: returns its sequence number and records its label.
-    fn start(&mut self, what: String) -> u32 {
-        self.last_start = Some(self.buf.len());
-        self.labels.push(Label {
-            what,
-            elems: Vec::new(),
-        });
+    /// Starts an object message: returns its sequence number and records
+    /// where it came from (op `op`, rule or first element `first`).
+    fn start(&mut self, op: usize, first: usize) -> u32 {
+        let start = self.buf.len();
+        self.last_start = Some(start);
+        self.labels.push(Label { op, first, start });
         self.next_seq()
     }
 
-    fn op(&mut self, op: &Op<'_>) -> Result<(), EncodeError> {
+    fn op(&mut self, i: usize, op: &Op<'_>) -> Result<(), EncodeError> {
         use libc::*;
         match op {
             Op::AddTable { bare } => {
@@ -139,34 +170,33 @@ impl Builder {
                 } else {
                     encode::table()
                 };
-                let seq = self.start("add table inet kube-nftpolicy".into());
+                let seq = self.start(i, 0);
                 t.write(&mut self.buf, msg(NFT_MSG_NEWTABLE), CREATE, seq);
             }
             Op::DelTable => {
-                let seq = self.start("delete table inet kube-nftpolicy".into());
+                let seq = self.start(i, 0);
                 encode::table_bare().write(&mut self.buf, msg(NFT_MSG_DELTABLE), 0, seq);
             }
             Op::AddChain(c) => {
                 let obj = encode::chain(c)?;
-                let seq = self.start(format!("add chain {}", c.name));
+                let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_NEWCHAIN), CREATE | EXCL, seq);
             }
             Op::DelChain(name) => {
                 let obj = encode::chain_ref(name)?;
-                let seq = self.start(format!("delete chain {name}"));
+                let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELCHAIN), 0, seq);
             }
             Op::Flush(name) => {
                 let obj = expr::rule_ref(name)?;
-                let seq = self.start(format!("flush chain {name}"));
+                let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELRULE), 0, seq);
             }
             Op::AddRules(c) => {
-                for (i, rule) in c.rules.iter().enumerate() {
+                for (r, rule) in c.rules.iter().enumerate() {
                     let ids = &self.ids;
                     let obj = expr::rule(&c.name, rule, &|s: &str| ids.get(s).copied())?;
-                    let seq =
-                        self.start(format!("add rule {} of chain {} ({rule})", i + 1, c.name));
+                    let seq = self.start(i, r);
                     obj.write(&mut self.buf, msg(NFT_MSG_NEWRULE), CREATE | APPEND, seq);
                 }
             }
@@ -174,31 +204,37 @@ impl Builder {
                 let id = self.ids.len() as u32 + 1;
                 self.ids.insert(meta.name.clone(), id);
                 let obj = encode::set(meta, Some(id))?;
-                let seq = self.start(format!("add {} {}", kind(meta), meta.name));
+                let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_NEWSET), CREATE | EXCL, seq);
             }
             Op::DelSet(name) => {
                 let obj = encode::set_ref(name, None)?;
-                let seq = self.start(format!("delete set {name}"));
+                let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELSET), 0, seq);
             }
-            Op::AddElems(meta, elems) => self.elems(meta, elems, true)?,
-            Op::DelElems(meta, elems) => self.elems(meta, elems, false)?,
+            Op::AddElems(meta, elems) => self.elems(i, meta, elems, true)?,
+            Op::DelElems(meta, elems) => self.elems(i, meta, elems, false)?,
         }
         Ok(())
     }
 
     /// Element messages, each under `ELEMS_PER_MSG_BYTES`.
-    fn elems(&mut self, meta: &SetMeta, elems: &[KElem], add: bool) -> Result<(), EncodeError> {
-        let (ty, flags, verb) = if add {
-            (msg(libc::NFT_MSG_NEWSETELEM), CREATE | EXCL, "add")
+    fn elems(
+        &mut self,
+        i: usize,
+        meta: &SetMeta,
+        elems: &[KElem],
+        add: bool,
+    ) -> Result<(), EncodeError> {
+        let (ty, flags) = if add {
+            (msg(libc::NFT_MSG_NEWSETELEM), CREATE | EXCL)
         } else {
-            (msg(libc::NFT_MSG_DELSETELEM), 0, "delete")
+            (msg(libc::NFT_MSG_DELSETELEM), 0)
         };
-        let mut rest = elems;
-        while !rest.is_empty() {
+        let mut first = 0;
+        while first < elems.len() {
             let mut size = 0;
-            let n = rest
+            let n = elems[first..]
                 .iter()
                 .take_while(|e| {
                     size += e.wire_size();
@@ -206,24 +242,13 @@ impl Builder {
                 })
                 .count()
                 .max(1);
-            let (chunk, tail) = rest.split_at(n);
-            rest = tail;
             let mut set = encode::set_ref(&meta.name, self.ids.get(&meta.name).copied())?;
-            for e in chunk {
+            for e in &elems[first..first + n] {
                 set.add_elem(e.to_ffi(add));
             }
-            let what = format!("{verb} elements of {} {}", kind(meta), meta.name);
-            let seq = self.start(what);
-            let start = self.buf.len();
+            let seq = self.start(i, first);
             set.write_elems(&mut self.buf, ty, flags, seq);
-            let offsets = element_offsets(&self.buf.bytes()[start..]);
-            if let Some(label) = self.labels.last_mut() {
-                label.elems = offsets
-                    .into_iter()
-                    .zip(chunk)
-                    .map(|(o, e)| (o, format!("element {}", e.describe())))
-                    .collect();
-            }
+            first += n;
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ impl Conn {
     /// Sends the batch in one datagram and waits for the answer to its last
     /// message. Every error the kernel reports is collected; the first
     /// becomes the returned error, naming the object it carried.
-    pub(super) fn send_batch(&mut self, batch: &Batch) -> Result<(), ApplyError> {
+    pub(super) fn send_batch(&mut self, batch: &Batch<'_>) -> Result<(), ApplyError> {
         if batch.messages() == 0 {
             return Ok(()); // nothing would answer
         }

@@ -22,10 +22,10 @@
 //! rules and nothing points at it. Until then it stays in the applied
 //! ruleset (and in `nft list`), empty; `ApplyReport::deferred` counts it.
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashSet as HashSet;
 
 use super::encode::{self, EncodeError, KElem, SetKind, SetMeta};
-use super::next;
+use super::next::{self, ByName};
 use super::ApplyKind;
 use crate::ruleset::{AddrSet, Chain, Match, Ruleset, Verdict};
 
@@ -71,6 +71,8 @@ pub(super) struct Plan<'a> {
     /// Kept sets, maps and chains whose content this batch changes: the
     /// only ones `next` has to rebuild (everything else is moved as is).
     touched: HashSet<String>,
+    /// The desired ruleset's objects by name (incremental plans only).
+    wanted: ByName<'a>,
     /// Why an apply that could have been incremental is a full replace.
     pub reason: Option<String>,
 }
@@ -81,13 +83,36 @@ impl Plan<'_> {
     /// objects are moved, not copied).
     pub(super) fn next(&self, applied: Option<Ruleset>, desired: &Ruleset) -> Ruleset {
         match (self.kind, applied) {
-            (ApplyKind::Incremental, Some(a)) => {
-                next::next_model(a, desired, &self.recreated, &self.touched, &self.deferred)
-            }
+            (ApplyKind::Incremental, Some(a)) => next::next_model(
+                a,
+                desired,
+                &self.wanted,
+                &self.recreated,
+                &self.touched,
+                &self.deferred,
+            ),
             (ApplyKind::NoChange, Some(a)) => a,
             _ => desired.clone(),
         }
     }
+}
+
+/// The plan of an apply: incremental from `applied` when the dataplane
+/// knows what the kernel holds, else a full replace. A full replace carries
+/// its reason: the one `forced` holds (taken), else the plan's own.
+pub(super) fn plan_for<'a>(
+    applied: Option<&Ruleset>,
+    desired: &'a Ruleset,
+    forced: &mut Option<String>,
+) -> Result<Plan<'a>, EncodeError> {
+    let mut plan = match applied {
+        Some(applied) => plan(applied, desired)?,
+        None => full(desired)?,
+    };
+    if plan.kind == ApplyKind::Full {
+        plan.reason = forced.take().or(plan.reason.take());
+    }
+    Ok(plan)
 }
 
 /// The full replace: add table, delete table, add the table and everything.
@@ -120,6 +145,7 @@ pub(super) fn full(desired: &Ruleset) -> Result<Plan<'_>, EncodeError> {
         deferred: Vec::new(),
         recreated: HashSet::default(),
         touched: HashSet::default(),
+        wanted: ByName::default(),
         reason: None,
     })
 }
@@ -133,6 +159,7 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         deferred: Vec::new(),
         recreated: HashSet::default(),
         touched: HashSet::default(),
+        wanted: ByName::default(),
         reason: None,
     };
     let maps_same = applied.maps.len() == desired.maps.len()
@@ -141,15 +168,11 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
             .iter()
             .zip(&desired.maps)
             .all(|(a, d)| SetMeta::of_map(a) == SetMeta::of_map(d));
-    let old_chains: HashMap<&str, &Chain> = applied
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
+    let old = ByName::of(applied);
     let changed_chain = desired.chains.iter().find(|d| {
-        old_chains
-            .get(d.name.as_str())
-            .is_some_and(|a| a.base != d.base || a.comment != d.comment)
+        old.chains.get(d.name.as_str()).is_some_and(|&i| {
+            applied.chains[i].base != d.base || applied.chains[i].comment != d.comment
+        })
     });
     let reason = if !maps_same {
         Some("the dispatch maps changed".to_owned())
@@ -161,14 +184,20 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         plan.reason = reason;
         return Ok(plan);
     }
-    let recreated = recreated_sets(applied, desired);
+    let sides = Sides {
+        applied,
+        desired,
+        old,
+        new: ByName::of(desired),
+    };
+    let recreated = recreated_sets(&sides);
     let mut ops = Vec::new();
     let mut touched = HashSet::default();
-    let deferred = chain_ops(applied, desired, &recreated, &mut touched, &mut ops);
-    set_ops(applied, desired, &recreated, &mut touched, &mut ops)?;
+    let deferred = chain_ops(&sides, &recreated, &mut touched, &mut ops);
+    set_ops(&sides, &recreated, &mut touched, &mut ops)?;
     // Rules last: they reference sets and chains added above.
     for c in &desired.chains {
-        let fill = !old_chains.contains_key(c.name.as_str()) || touched.contains(&c.name);
+        let fill = !sides.old.chains.contains_key(c.name.as_str()) || touched.contains(&c.name);
         if fill && !c.rules.is_empty() {
             ops.push(Op::AddRules(c));
         }
@@ -183,8 +212,17 @@ pub(super) fn plan<'a>(applied: &Ruleset, desired: &'a Ruleset) -> Result<Plan<'
         deferred,
         recreated,
         touched,
+        wanted: sides.new,
         reason: None,
     })
+}
+
+/// Both rulesets of a plan and their objects by name.
+struct Sides<'o, 'a> {
+    applied: &'o Ruleset,
+    desired: &'a Ruleset,
+    old: ByName<'o>,
+    new: ByName<'a>,
 }
 
 /// Batch order: deletions of dead objects, flushes, element and set
@@ -204,16 +242,17 @@ fn op_rank(op: &Op<'_>) -> u8 {
 }
 
 /// Sets whose definition changed: deleted and added again.
-fn recreated_sets(applied: &Ruleset, desired: &Ruleset) -> HashSet<String> {
-    let wanted: HashMap<&str, &AddrSet> =
-        desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    applied
+fn recreated_sets(sides: &Sides<'_, '_>) -> HashSet<String> {
+    sides
+        .applied
         .sets
         .iter()
         .filter(|a| {
-            wanted
+            sides
+                .new
+                .sets
                 .get(a.name.as_str())
-                .is_some_and(|d| SetMeta::of_set(a) != SetMeta::of_set(d))
+                .is_some_and(|&i| SetMeta::of_set(a) != SetMeta::of_set(&sides.desired.sets[i]))
         })
         .map(|a| a.name.clone())
         .collect()
@@ -231,22 +270,17 @@ fn references_any(chain: &Chain, sets: &HashSet<String>) -> bool {
 /// Chains: delete dead ones, flush changed and unwanted ones, add new ones.
 /// Returns the chains left empty for the next apply to delete.
 fn chain_ops<'a>(
-    applied: &Ruleset,
-    desired: &'a Ruleset,
+    sides: &Sides<'_, 'a>,
     recreated: &HashSet<String>,
     touched: &mut HashSet<String>,
     ops: &mut Vec<Op<'a>>,
 ) -> Vec<String> {
-    let wanted: HashMap<&str, &Chain> = desired
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
+    let (applied, desired) = (sides.applied, sides.desired);
     let mut referenced: Option<HashSet<&str>> = None;
     let mut deferred = Vec::new();
     for a in &applied.chains {
-        if let Some(d) = wanted.get(a.name.as_str()) {
-            let refill = a.rules != d.rules || references_any(a, recreated);
+        if let Some(&i) = sides.new.chains.get(a.name.as_str()) {
+            let refill = a.rules != desired.chains[i].rules || references_any(a, recreated);
             if refill {
                 touched.insert(a.name.clone());
                 if !a.rules.is_empty() {
@@ -265,12 +299,11 @@ fn chain_ops<'a>(
         }
         deferred.push(a.name.clone());
     }
-    let old: HashSet<&str> = applied.chains.iter().map(|c| c.name.as_str()).collect();
     ops.extend(
         desired
             .chains
             .iter()
-            .filter(|d| !old.contains(d.name.as_str()))
+            .filter(|d| !sides.old.chains.contains_key(d.name.as_str()))
             .map(Op::AddChain),
     );
     deferred
@@ -293,12 +326,12 @@ fn referenced_chains(rs: &Ruleset) -> HashSet<&str> {
 
 /// Sets and maps: element diffs, deleted, added and re-created sets.
 fn set_ops<'a>(
-    applied: &Ruleset,
-    desired: &'a Ruleset,
+    sides: &Sides<'_, 'a>,
     recreated: &HashSet<String>,
     touched: &mut HashSet<String>,
     ops: &mut Vec<Op<'a>>,
 ) -> Result<(), EncodeError> {
+    let (applied, desired) = (sides.applied, sides.desired);
     for (a, d) in applied.maps.iter().zip(&desired.maps) {
         if a.elements != d.elements {
             touched.insert(a.name.clone());
@@ -308,11 +341,10 @@ fn set_ops<'a>(
             push_elems(SetMeta::of_map(d), dels, adds, ops);
         }
     }
-    let wanted: HashMap<&str, &AddrSet> =
-        desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
     for a in &applied.sets {
-        match wanted.get(a.name.as_str()) {
-            Some(d) if !recreated.contains(&a.name) => {
+        match sides.new.sets.get(a.name.as_str()) {
+            Some(&i) if !recreated.contains(&a.name) => {
+                let d = &desired.sets[i];
                 if a.elements != d.elements {
                     touched.insert(a.name.clone());
                     element_diff(a, d, ops)?;
@@ -321,9 +353,8 @@ fn set_ops<'a>(
             _ => ops.push(Op::DelSet(a.name.clone())),
         }
     }
-    let old: HashSet<&str> = applied.sets.iter().map(|s| s.name.as_str()).collect();
     for d in &desired.sets {
-        if !old.contains(d.name.as_str()) || recreated.contains(&d.name) {
+        if !sides.old.sets.contains_key(d.name.as_str()) || recreated.contains(&d.name) {
             let meta = SetMeta::of_set(d);
             ops.push(Op::AddSet(meta.clone()));
             let elems = encode::set_elements(d)?;

@@ -16,10 +16,6 @@ pub struct FakeDataplane {
     /// Every ruleset passed to a successful `apply`, in order (empty when
     /// made with `without_history`).
     pub applied: Vec<Ruleset>,
-    /// Every successful apply's report, in order.
-    pub reports: Vec<ApplyReport>,
-    /// Number of `cleanup` calls.
-    pub cleanups: usize,
     /// When set, the next apply fails with this (then it is cleared).
     pub fail_next: Option<ApplyError>,
     current: Option<Ruleset>,
@@ -34,8 +30,6 @@ impl Default for FakeDataplane {
     fn default() -> Self {
         Self {
             applied: Vec::new(),
-            reports: Vec::new(),
-            cleanups: 0,
             fail_next: None,
             current: None,
             seq: 0,
@@ -84,10 +78,7 @@ impl Dataplane for FakeDataplane {
             self.current = None;
             return Err(e);
         }
-        let plan = match &self.current {
-            Some(current) => diff::plan(current, desired)?,
-            None => diff::full(desired)?,
-        };
+        let mut plan = diff::plan_for(self.current.as_ref(), desired, &mut self.forced)?;
         let (messages, bytes) = if plan.kind == ApplyKind::NoChange {
             (0, 0)
         } else {
@@ -100,21 +91,16 @@ impl Dataplane for FakeDataplane {
             bytes,
             duration: start.elapsed(),
             deferred: plan.deferred.len(),
-            reason: match plan.kind {
-                ApplyKind::Full => self.forced.take().or(plan.reason.clone()),
-                _ => None,
-            },
+            reason: plan.reason.take(),
         };
         self.current = Some(plan.next(self.current.take(), desired));
         if self.history {
             self.applied.push(desired.clone());
         }
-        self.reports.push(report.clone());
         Ok(report)
     }
 
     fn cleanup(&mut self) -> Result<bool, ApplyError> {
-        self.cleanups += 1;
         Ok(self.current.take().is_some())
     }
 

@@ -131,7 +131,8 @@ fn copy_out(p: *const c_void, len: u32) -> Option<Vec<u8>> {
     Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) }.to_vec())
 }
 
-fn c_bytes_to_string(b: &[u8]) -> String {
+/// The text up to the first NUL (all of it when there is none).
+pub(super) fn c_bytes_to_string(b: &[u8]) -> String {
     let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
     String::from_utf8_lossy(&b[..end]).into_owned()
 }

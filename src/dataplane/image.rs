@@ -89,7 +89,8 @@ impl ChainImage {
     }
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lower-case hex of `b`.
+pub(super) fn hex(b: &[u8]) -> String {
     b.iter()
         .fold(String::with_capacity(b.len() * 2), |mut s, x| {
             let _ = write!(s, "{x:02x}");
@@ -145,10 +146,9 @@ pub(super) fn kelem(e: &ElemRef<'_>) -> KElem {
         .get(sys::NFTNL_SET_ELEM_VERDICT)
         .and_then(|b| Some(i32::from_ne_bytes(b.get(..4)?.try_into().ok()?)));
     let goto = match verdict {
-        Some(libc::NFT_GOTO) => e.get(sys::NFTNL_SET_ELEM_CHAIN).map(|c| {
-            let end = c.iter().position(|b| *b == 0).unwrap_or(c.len());
-            String::from_utf8_lossy(&c[..end]).into_owned()
-        }),
+        Some(libc::NFT_GOTO) => e
+            .get(sys::NFTNL_SET_ELEM_CHAIN)
+            .map(|c| ffi::c_bytes_to_string(&c)),
         Some(v) => Some(format!("<verdict {v}>")),
         None => None,
     };
@@ -160,14 +160,18 @@ pub(super) fn kelem(e: &ElemRef<'_>) -> KElem {
     }
 }
 
+/// What we compare of a table: its flags and userdata (the comment).
+pub(super) fn table_image(table: &ffi::Table) -> (u32, Vec<u8>) {
+    (
+        table.get_u32(sys::NFTNL_TABLE_FLAGS).unwrap_or(0),
+        table.get(sys::NFTNL_TABLE_USERDATA).unwrap_or_default(),
+    )
+}
+
 /// The image of the objects `encode` builds for `rs`.
 pub(super) fn of_model(rs: &Ruleset, with_elements: bool) -> Result<Image, EncodeError> {
-    let table = encode::table();
     let mut image = Image {
-        table: Some((
-            table.get_u32(sys::NFTNL_TABLE_FLAGS).unwrap_or(0),
-            table.get(sys::NFTNL_TABLE_USERDATA).unwrap_or_default(),
-        )),
+        table: Some(table_image(&encode::table())),
         ..Image::default()
     };
     for map in &rs.maps {

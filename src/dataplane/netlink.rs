@@ -118,21 +118,14 @@ impl Dataplane for NetlinkDataplane {
     fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
         let start = Instant::now();
         let before = self.check_drift()?;
-        let plan: Plan<'_> = match &self.applied {
-            Some(applied) => diff::plan(applied, desired)?,
-            None => diff::full(desired)?,
-        };
-        let reason = match plan.kind {
-            ApplyKind::Full => self.reason.take().or(plan.reason.clone()),
-            _ => None,
-        };
+        let mut plan: Plan<'_> = diff::plan_for(self.applied.as_ref(), desired, &mut self.reason)?;
         let mut report = ApplyReport {
             kind: plan.kind,
             messages: 0,
             bytes: 0,
             duration: start.elapsed(),
             deferred: plan.deferred.len(),
-            reason,
+            reason: plan.reason.take(),
         };
         if plan.kind == ApplyKind::NoChange {
             return Ok(report);
@@ -158,9 +151,8 @@ impl Dataplane for NetlinkDataplane {
 
     fn cleanup(&mut self) -> Result<bool, ApplyError> {
         self.invalidate("cleanup removed the table");
-        if !readback::table_exists(&mut self.conn).map_err(read_error)? {
-            return Ok(false);
-        }
+        // A delete of a missing table is rejected with ENOENT and commits
+        // nothing: no need to ask first.
         match self.send(&[Op::DelTable]) {
             Ok(_) => Ok(true),
             Err(ApplyError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),

@@ -6,40 +6,50 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::Hash;
 
-use crate::ruleset::{AddrSet, Chain, Ruleset};
+use crate::ruleset::Ruleset;
+
+/// The positions of a ruleset's sets and chains by name, built once per
+/// plan for each side and shared by the plan and `next_model`.
+#[derive(Debug, Default)]
+pub(super) struct ByName<'r> {
+    /// Set name to its index in `sets`.
+    pub sets: HashMap<&'r str, usize>,
+    /// Chain name to its index in `chains`.
+    pub chains: HashMap<&'r str, usize>,
+}
+
+impl<'r> ByName<'r> {
+    /// The index of `rs`.
+    pub(super) fn of(rs: &'r Ruleset) -> Self {
+        Self {
+            sets: rs
+                .sets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i))
+                .collect(),
+            chains: rs
+                .chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.as_str(), i))
+                .collect(),
+        }
+    }
+}
 
 /// The ruleset after an incremental batch: kept objects where they were,
-/// with the desired content; emptied chains kept until deleted; new and
-/// re-created objects at the end of their lists.
+/// with the desired content where the batch `touched` it; emptied chains
+/// kept until deleted; new and re-created objects at the end of their
+/// lists, in desired order. `wanted` indexes `desired`.
 pub(super) fn next_model(
     applied: Ruleset,
     desired: &Ruleset,
+    wanted: &ByName<'_>,
     recreated: &HashSet<String>,
     touched: &HashSet<String>,
     deferred: &[String],
 ) -> Ruleset {
-    let sets: HashMap<&str, &AddrSet> = desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    let chains: HashMap<&str, &Chain> = desired
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-    // New objects, by name in `desired` (computed before `applied` is consumed).
-    let (new_sets, new_chains) = {
-        let old_sets: HashSet<&str> = applied.sets.iter().map(|s| s.name.as_str()).collect();
-        let old_chains: HashSet<&str> = applied.chains.iter().map(|c| c.name.as_str()).collect();
-        let new_sets: HashSet<&str> = sets
-            .keys()
-            .copied()
-            .filter(|n| !old_sets.contains(n) || recreated.contains(*n))
-            .collect();
-        let new_chains: HashSet<&str> = chains
-            .keys()
-            .copied()
-            .filter(|n| !old_chains.contains(n))
-            .collect();
-        (new_sets, new_chains)
-    };
     let mut next = Ruleset::default();
     // Maps are the same objects in the same order (else: full replace).
     for (mut a, d) in applied.maps.into_iter().zip(&desired.maps) {
@@ -48,23 +58,28 @@ pub(super) fn next_model(
         }
         next.maps.push(a);
     }
+    let mut kept = vec![false; desired.sets.len()];
     for mut a in applied.sets {
-        if let Some(d) = sets
-            .get(a.name.as_str())
-            .filter(|_| !recreated.contains(&a.name))
-        {
-            if touched.contains(&a.name) {
-                a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
-            }
-            next.sets.push(a);
+        let Some(&i) = wanted.sets.get(a.name.as_str()) else {
+            continue;
+        };
+        if recreated.contains(&a.name) {
+            continue;
         }
+        kept[i] = true;
+        if touched.contains(&a.name) {
+            a.elements = merge(std::mem::take(&mut a.elements), &desired.sets[i].elements);
+        }
+        next.sets.push(a);
     }
-    let fresh = |d: &&AddrSet| new_sets.contains(d.name.as_str());
-    next.sets.extend(desired.sets.iter().filter(fresh).cloned());
+    let fresh = desired.sets.iter().zip(&kept).filter(|(_, k)| !**k);
+    next.sets.extend(fresh.map(|(s, _)| s.clone()));
+    let mut kept = vec![false; desired.chains.len()];
     for mut a in applied.chains {
-        if let Some(d) = chains.get(a.name.as_str()) {
+        if let Some(&i) = wanted.chains.get(a.name.as_str()) {
+            kept[i] = true;
             if touched.contains(&a.name) {
-                a.rules = d.rules.clone();
+                a.rules = desired.chains[i].rules.clone();
             }
             next.chains.push(a);
         } else if deferred.contains(&a.name) {
@@ -72,9 +87,8 @@ pub(super) fn next_model(
             next.chains.push(a);
         }
     }
-    let fresh = |d: &&Chain| new_chains.contains(d.name.as_str());
-    next.chains
-        .extend(desired.chains.iter().filter(fresh).cloned());
+    let fresh = desired.chains.iter().zip(&kept).filter(|(_, k)| !**k);
+    next.chains.extend(fresh.map(|(c, _)| c.clone()));
     next
 }
 

@@ -106,13 +106,7 @@ pub(super) fn error(msg: &Msg<'_>) -> Option<NlError> {
         };
         for (ty, payload) in attrs(b.get(HDR_LEN + 4 + echoed..).unwrap_or(&[])) {
             match ty {
-                NLMSGERR_ATTR_MSG => {
-                    let end = payload
-                        .iter()
-                        .position(|c| *c == 0)
-                        .unwrap_or(payload.len());
-                    err.text = Some(String::from_utf8_lossy(&payload[..end]).into_owned());
-                }
+                NLMSGERR_ATTR_MSG => err.text = Some(super::ffi::c_bytes_to_string(payload)),
                 NLMSGERR_ATTR_OFFS => err.offset = u32_at(payload, 0),
                 _ => {}
             }

@@ -36,11 +36,6 @@ fn table_msg(conn: &mut Conn) -> io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Whether our table exists.
-pub(super) fn table_exists(conn: &mut Conn) -> io::Result<bool> {
-    Ok(table_msg(conn)?.is_some())
-}
-
 fn table_filter() -> ffi::Set {
     let mut s = ffi::Set::new();
     s.set_str(sys::NFTNL_SET_TABLE, TABLE_NAME);
@@ -83,10 +78,7 @@ pub(super) fn image(conn: &mut Conn, with_elements: bool) -> io::Result<Image> {
         return Ok(Image::default());
     };
     let mut img = Image {
-        table: Some((
-            table.get_u32(sys::NFTNL_TABLE_FLAGS).unwrap_or(0),
-            table.get(sys::NFTNL_TABLE_USERDATA).unwrap_or_default(),
-        )),
+        table: Some(image::table_image(&table)),
         ..Image::default()
     };
     let ours = |t: Option<String>| t.as_deref() == Some(TABLE_NAME);
@@ -161,7 +153,7 @@ fn listing(conn: &mut Conn) -> io::Result<String> {
             let msg = msg_of(&em);
             for (t, payload) in nlmsg::nft_attrs(&msg) {
                 if t == 3 {
-                    elems.extend(nlmsg::attrs(payload).iter().map(|(_, e)| hex(e)));
+                    elems.extend(nlmsg::attrs(payload).iter().map(|(_, e)| image::hex(e)));
                 }
             }
         }
@@ -192,9 +184,7 @@ fn attr_str(m: &[u8], attr: u16) -> String {
     nlmsg::nft_attrs(&msg_of(m))
         .into_iter()
         .find(|(t, _)| *t == attr)
-        .map(|(_, p)| {
-            String::from_utf8_lossy(p.split(|b| *b == 0).next().unwrap_or(&[])).into_owned()
-        })
+        .map(|(_, p)| ffi::c_bytes_to_string(p))
         .unwrap_or_default()
 }
 
@@ -203,15 +193,8 @@ fn line(out: &mut String, kind: &str, m: &[u8], skip: &[u16]) {
     let _ = write!(out, "{kind}");
     for (t, payload) in nlmsg::nft_attrs(&msg) {
         if !skip.contains(&t) {
-            let _ = write!(out, " {t}={}", hex(payload));
+            let _ = write!(out, " {t}={}", image::hex(payload));
         }
     }
     out.push('\n');
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::new(), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
 }
