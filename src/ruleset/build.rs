@@ -40,27 +40,23 @@ pub fn build(resolution: &Resolution) -> Ruleset {
         rs: Ruleset::default(),
         set_names: HashSet::new(),
     };
-    for policy in &resolution.policies {
-        policy_chain(&mut b, policy);
-    }
     // A policy chain without rules (a default deny) allows nothing: jumping
     // into it would cost every new flow a jump and a return. The pod chain
     // names such policies in its drop rule instead.
-    let empty: HashSet<&str> =
-        b.rs.chains
-            .iter()
-            .filter(|c| c.rules.is_empty())
-            .map(|c| c.name.as_str())
-            .collect();
+    let mut empty: HashSet<(&NamespacedName, Direction)> = HashSet::new();
+    for policy in &resolution.policies {
+        if !policy_chain(&mut b, policy) {
+            empty.insert((&policy.key, policy.direction));
+        }
+    }
     for pod in &resolution.pods {
         for dir in Direction::ALL {
             let policies = pod.policies(dir);
             if policies.is_empty() {
                 continue;
             }
-            let (deny_only, allowing): (Vec<_>, Vec<_>) = policies
-                .iter()
-                .partition(|p| empty.contains(names::policy_chain(dir, p).as_str()));
+            let (deny_only, allowing): (Vec<_>, Vec<_>) =
+                policies.iter().partition(|p| empty.contains(&(*p, dir)));
             let mut rules: Vec<Rule> = allowing
                 .iter()
                 .map(|p| {
@@ -84,23 +80,6 @@ pub fn build(resolution: &Resolution) -> Ruleset {
     // Kernel order: base chains, pod chains, policy chains.
     rs.chains.append(&mut b.rs.chains);
     rs.sets = b.rs.sets;
-    // A rule whose ports all resolved to other sets (named ports) or to
-    // nothing leaves its peer set unused: keep only sets a rule looks up.
-    let used: HashSet<&str> = rs
-        .chains
-        .iter()
-        .flat_map(|c| &c.rules)
-        .flat_map(|r| &r.matches)
-        .filter_map(|m| match m {
-            Match::AddrInSet { set, .. } => Some(set.as_str()),
-            _ => None,
-        })
-        .collect();
-    let sets = std::mem::take(&mut rs.sets);
-    rs.sets = sets
-        .into_iter()
-        .filter(|s| used.contains(s.name.as_str()))
-        .collect();
     rs
 }
 
@@ -193,7 +172,8 @@ fn base_chain(hook: Hook, dir: Direction) -> Chain {
     }
 }
 
-fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) {
+/// Adds the chain of `policy`; whether it has any rule.
+fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) -> bool {
     let dir = policy.direction;
     let mut rules = Vec::new();
     for rule in &policy.rules {
@@ -203,12 +183,14 @@ fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) {
     // cannot change in place, so rule-dependent text would turn every edit
     // of the policy into a full replace.
     let comment = format!("{} {dir} rules (empty: allows nothing)", policy.key);
+    let allows = !rules.is_empty();
     b.rs.chains.push(Chain {
         name: names::policy_chain(dir, &policy.key),
         base: None,
         comment: names::comment(&comment),
         rules,
     });
+    allows
 }
 
 /// The nft rules of one policy rule: (peer match per family) × (port match).
@@ -227,12 +209,18 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
             .filter(|f| !peers.addrs.family(*f).is_empty())
             .map(|family| {
                 let set = names::peer_set(&peers.id, family);
-                b.add_set(&set, family, peers);
                 Some((family, Match::AddrInSet { family, field, set }))
             })
             .collect(),
     };
-    let with_peer = |pm: &Option<(Family, Match)>| -> Vec<Match> {
+    // A peer set joins the table with the first rule that looks it up (a
+    // rule whose ports all resolved elsewhere or to nothing adds none).
+    let with_peer = |b: &mut Builder, pm: &Option<(Family, Match)>| -> Vec<Match> {
+        if let (Some((family, Match::AddrInSet { set, .. })), Peers::Addrs(peers)) =
+            (pm, &rule.peers)
+        {
+            b.add_set(set, *family, peers);
+        }
         pm.iter().map(|(_, m)| m.clone()).collect()
     };
     let accept =
@@ -240,7 +228,7 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
     match &rule.ports {
         Ports::Any => {
             for pm in &peer_matches {
-                out.push(accept(with_peer(pm), label.clone()));
+                out.push(accept(with_peer(b, pm), label.clone()));
             }
         }
         Ports::Listed { numeric, named } => {
@@ -255,7 +243,7 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
                             ports: *ports,
                         },
                     }];
-                    matches.extend(with_peer(pm));
+                    matches.extend(with_peer(b, pm));
                     out.push(accept(matches, label.clone()));
                 }
             }
@@ -282,7 +270,7 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
                                         addr: *addr,
                                     },
                                 ];
-                                matches.extend(with_peer(pm));
+                                matches.extend(with_peer(b, pm));
                                 out.push(accept(matches, format!("{label} port {name} of {pod}")));
                             }
                         }
