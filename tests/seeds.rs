@@ -1009,30 +1009,7 @@ status: {phase: Running, podIP: 192.168.166.141}
 /// so does the loader, naming the field, and the policy is not applied.
 #[test]
 fn handbook_lowercase_protocol_is_rejected() {
-    let loaded = load_text(
-        r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: test-network-policy
-  namespace: default
-spec:
-  podSelector:
-    matchLabels:
-      role: db
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels:
-          project: myproject
-    - podSelector:
-        matchLabels:
-          role: frontend
-    ports:
-    - protocol: tcp
-      port: 6379
-"#,
-    );
+    let loaded = load_text(include_str!("data/seeds/handbook-lowercase-protocol.yaml"));
     assert!(
         loaded.snapshot.policies.is_empty(),
         "the policy must not load"
@@ -1386,21 +1363,7 @@ fn handbook_deny_mutual_access() {
 /// (`podSelector: {matchLabels: }` is null: every pod of `secondary`).
 #[test]
 fn handbook_web_deny_other_namespaces() {
-    let loaded = load_text(
-        r#"
-kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  namespace: secondary
-  name: web-deny-other-namespaces
-spec:
-  podSelector:
-    matchLabels:
-  ingress:
-  - from:
-    - podSelector: {}
-"#,
-    );
+    let loaded = load_text(include_str!("data/seeds/web-deny-other-namespaces.yaml"));
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let s = with_policies(
         snapshot(
@@ -1490,22 +1453,7 @@ fn handbook_web_allow_prod() {
 /// (`from: []` is every source).
 #[test]
 fn handbook_web_allow_external() {
-    let loaded = load_text(
-        r#"
-kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  name: web-allow-external
-spec:
-  podSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - ports:
-    - port: 80
-    from: []
-"#,
-    );
+    let loaded = load_text(include_str!("data/seeds/web-allow-external.yaml"));
     assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
     let s = with_policies(
         snapshot(

@@ -1402,30 +1402,7 @@ fn handbook_kernel() {
 
     // The first test-network-policy writes `protocol: tcp`: the API server
     // rejects it, so does the loader (naming the field), and nothing applies.
-    let lower = load_text(
-        r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata:
-  name: test-network-policy
-  namespace: default
-spec:
-  podSelector:
-    matchLabels:
-      role: db
-  ingress:
-  - from:
-    - namespaceSelector:
-        matchLabels:
-          project: myproject
-    - podSelector:
-        matchLabels:
-          role: frontend
-    ports:
-    - protocol: tcp
-      port: 6379
-"#,
-    );
+    let lower = load_text(include_str!("data/seeds/handbook-lowercase-protocol.yaml"));
     assert!(
         lower.snapshot.policies.is_empty(),
         "the lower-case policy must not load"
@@ -1680,21 +1657,7 @@ spec:
         &checks,
     );
     // `podSelector: {matchLabels: }` (null) selects every pod of secondary.
-    let deny_other_ns = load_text(
-        r#"
-kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  namespace: secondary
-  name: web-deny-other-namespaces
-spec:
-  podSelector:
-    matchLabels:
-  ingress:
-  - from:
-    - podSelector: {}
-"#,
-    );
+    let deny_other_ns = load_text(include_str!("data/seeds/web-deny-other-namespaces.yaml"));
     assert!(
         deny_other_ns.problems.is_empty(),
         "{:?}",
@@ -1728,22 +1691,7 @@ spec:
         &checks,
     );
     // `from: []` admits every source.
-    let external = load_text(
-        r#"
-kind: NetworkPolicy
-apiVersion: networking.k8s.io/v1
-metadata:
-  name: web-allow-external
-spec:
-  podSelector:
-    matchLabels:
-      app: web
-  ingress:
-  - ports:
-    - port: 80
-    from: []
-"#,
-    );
+    let external = load_text(include_str!("data/seeds/web-allow-external.yaml"));
     assert!(external.problems.is_empty(), "{:?}", external.problems);
     let mut checks = flows(&outside, &web, &[TCP80], true, "the Internet, TCP 80");
     checks.extend(flows(
