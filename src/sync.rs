@@ -30,7 +30,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{debug, info, instrument, warn, Span};
 
 use crate::dataplane::{ApplyError, ApplyReport, Dataplane};
-use crate::k8s::{self, Stores};
+use crate::k8s::{self, Stores, Take};
 use crate::metrics::{Health, Metrics, Sizes};
 use crate::model::Snapshot;
 use crate::resolve::resolve;
@@ -147,21 +147,24 @@ async fn run_loop<D: Dataplane>(
             continue; // backing off: the change waits for the retry
         }
         debounce(stores, cfg, last_start).await;
-        let Some(taken) = stores.take() else {
-            if !waiting_logged {
-                info!("waiting for every watch to list completely; the existing table stays");
-                waiting_logged = true;
-            }
-            continue;
-        };
-        if let Some(t) = taken.pending_since {
-            unenforced = Some(unenforced.map_or(t, |u| u.min(t)));
-        }
         let now = Instant::now();
         let due = timed && (retry_at.is_some() || soon.is_some_and(|s| s <= now));
         let resync = now >= next_resync;
-        if !(taken.changed || due || resync || last_start.is_none()) {
-            continue;
+        // Copies the snapshot only if there is something to do: a permit
+        // stored during the last sync wakes the loop with nothing changed.
+        let taken = match stores.take(due || resync || last_start.is_none()) {
+            Take::Snapshot(taken) => taken,
+            Take::Unchanged => continue,
+            Take::NotListed => {
+                if !waiting_logged {
+                    info!("waiting for every watch to list completely; the existing table stays");
+                    waiting_logged = true;
+                }
+                continue;
+            }
+        };
+        if let Some(t) = taken.pending_since {
+            unenforced = Some(unenforced.map_or(t, |u| u.min(t)));
         }
         last_start = Some(now);
         if resync {
@@ -215,7 +218,7 @@ async fn debounce(stores: &Stores, cfg: &SyncConfig, last_start: Option<Instant>
 
 /// One sync: the whole ruleset for `node`, applied as one batch.
 #[instrument(skip_all, fields(pods, policies, rules))]
-pub fn sync_once<D: Dataplane>(
+fn sync_once<D: Dataplane>(
     node: &str,
     snapshot: &Snapshot,
     dataplane: &mut D,

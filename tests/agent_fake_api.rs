@@ -12,8 +12,10 @@ mod agent_fake_api {
 use std::time::Duration;
 
 use agent_fake_api::fake::{FakeApi, Res};
-use agent_fake_api::harness::{allows, has_pod_chain, namespace, pod, policy, Agent, NODE};
-use kube_nftpolicy::dataplane::ApplyKind;
+use agent_fake_api::harness::{
+    allows, eventually, has_pod_chain, holds, namespace, pod, policy, Agent, NODE,
+};
+use kube_nftpolicy::dataplane::{ApplyKind, ApplyReport};
 use kube_nftpolicy::sync::SyncConfig;
 use serde_json::json;
 
@@ -46,8 +48,19 @@ async fn fake_api_no_apply_before_initial_lists_complete() {
     shop(&fake);
     fake.hold_list(Res::Policies);
     let agent = Agent::start(fake.clone());
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(fake.lists(Res::Pods) >= 1 && fake.lists(Res::Namespaces) >= 1);
+    eventually(
+        "pods and namespaces are listed",
+        Duration::from_secs(10),
+        || fake.lists(Res::Pods) >= 1 && fake.lists(Res::Namespaces) >= 1,
+    )
+    .await;
+    // Well past the debounce (20 ms) and the least sync interval (100 ms).
+    holds(
+        "no apply before the policy list completed",
+        Duration::from_millis(500),
+        || agent.applies() == 0,
+    )
+    .await;
     assert_eq!(
         agent.applies(),
         0,
@@ -133,8 +146,12 @@ async fn fake_api_lost_connection_resumes_and_keeps_enforcing() {
         .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
         .await;
     // A bookmark moves the watchers' resourceVersion; they resume from it.
+    // The history before it is compacted away: resuming from an older
+    // version would get 410 Gone and re-list.
     fake.apply(pod("shop", "idle", "node-b", "10.244.1.99", json!({})));
     fake.bookmark();
+    fake.compact();
+    let lists = Res::ALL.map(|r| fake.lists(r));
     fake.disconnect();
     fake.apply(pod(
         "shop",
@@ -149,6 +166,11 @@ async fn fake_api_lost_connection_resumes_and_keeps_enforcing() {
         })
         .await;
     assert!(has_pod_chain(&agent.last().unwrap(), "shop", "web"));
+    assert_eq!(
+        Res::ALL.map(|r| fake.lists(r)),
+        lists,
+        "the watches resumed without a re-list"
+    );
     agent.stop().await;
 }
 
@@ -297,7 +319,15 @@ async fn fake_api_invalid_policy_is_skipped_and_counted() {
         "{text}"
     );
     assert!(fake.delete(Res::Policies, "shop", "bad"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually(
+        "the invalid policy is no longer counted",
+        Duration::from_secs(10),
+        || {
+            let text = agent.metrics.encode();
+            text.contains("kube_nftpolicy_invalid_objects{kind=\"networkpolicy\"} 0")
+        },
+    )
+    .await;
     let text = agent.metrics.encode();
     assert!(
         text.contains("kube_nftpolicy_invalid_objects{kind=\"networkpolicy\"} 0"),
@@ -315,22 +345,25 @@ async fn fake_api_slow_timer_forces_a_full_replace() {
     cfg.full_replace = Duration::from_millis(350);
     let agent = Agent::start_with(fake.clone(), cfg);
     agent.until("the first apply", |_| true).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let reports: Vec<_> = agent
-        .record
-        .lock()
-        .unwrap()
-        .applies
-        .iter()
-        .map(|a| a.1.clone())
-        .collect();
-    let periodic = reports
-        .iter()
-        .skip(1)
-        .filter(|r| {
-            r.kind == ApplyKind::Full && r.reason.as_deref() == Some("periodic full replace")
-        })
-        .count();
+    let reports = || -> Vec<ApplyReport> {
+        let record = agent.record.lock().unwrap();
+        record.applies.iter().map(|a| a.1.clone()).collect()
+    };
+    let periodic = |reports: &[ApplyReport]| {
+        reports
+            .iter()
+            .skip(1)
+            .filter(|r| {
+                r.kind == ApplyKind::Full && r.reason.as_deref() == Some("periodic full replace")
+            })
+            .count()
+    };
+    eventually("a periodic full replace", Duration::from_secs(10), || {
+        periodic(&reports()) >= 1
+    })
+    .await;
+    let reports = reports();
+    let periodic = periodic(&reports);
     assert!(
         periodic >= 1,
         "no periodic full replace among {} applies: {reports:?}",
@@ -343,5 +376,51 @@ async fn fake_api_slow_timer_forces_a_full_replace() {
             .all(|r| r.kind != ApplyKind::Full || r.reason.is_some()),
         "every later full replace says why"
     );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_status_or_annotation_change_gives_no_sync() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let agent = Agent::start(fake.clone());
+    agent
+        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    let applies = agent.applies();
+    let events = agent.watch_events("pod");
+    // What the kubelet sends all day: a MODIFIED pod whose trimmed model is
+    // the same (another annotation, new status conditions).
+    let mut web = pod("shop", "web", NODE, WEB, json!({"app": "web"}));
+    web["metadata"]["annotations"]["note"] = json!("restarted");
+    web["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    fake.apply(web);
+    eventually(
+        "the FAKE API's event reached the agent",
+        Duration::from_secs(10),
+        || agent.watch_events("pod") > events,
+    )
+    .await;
+    // Well past the debounce (20 ms) and the least sync interval (100 ms).
+    holds(
+        "no apply for a change no policy reads",
+        Duration::from_millis(500),
+        || agent.applies() == applies,
+    )
+    .await;
+    // A label a policy reads: one more apply.
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "other"}),
+    ));
+    agent
+        .until("the label change is enforced", |rs| {
+            !allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    assert!(agent.applies() > applies, "the label change was applied");
     agent.stop().await;
 }

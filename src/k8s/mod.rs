@@ -17,7 +17,7 @@ mod snapshot;
 mod trim;
 mod watch;
 
-pub use snapshot::{Stores, Taken};
+pub use snapshot::{Stores, Take, Taken};
 pub use watch::{spawn, Watchers};
 
 /// The kinds the agent watches.
@@ -32,9 +32,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
-
     /// `namespace`, `pod`, `networkpolicy`: for logs and metric labels.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -7,13 +7,15 @@
 //! after `410 Gone` or a lost connection never shows a half-listed kind; the
 //! old view stays enforced meanwhile. [`Stores::take`] gives nothing until
 //! every kind has listed once: a partial view could open or close traffic
-//! wrongly.
+//! wrongly. An event or re-list that leaves the view as it was (a pod's
+//! status update, once trimmed and converted, usually does) is no change:
+//! it does not wake the sync loop.
 //!
 //! An object that cannot be read is warned about (once per change), counted
 //! in `kube_nftpolicy_invalid_objects` and `errors_total{kind="invalid_object"}`,
 //! and left out of the snapshot; the other objects still apply.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -33,10 +35,30 @@ use crate::model::{NamespacedName, Snapshot};
 pub struct Taken {
     /// The whole view: every namespace, pod and policy.
     pub snapshot: Snapshot,
-    /// Whether anything changed since the last take.
-    pub changed: bool,
     /// Arrival of the oldest event not covered by an earlier take.
     pub pending_since: Option<Instant>,
+}
+
+/// What [`Stores::take`] found.
+#[derive(Debug, Clone)]
+pub enum Take {
+    /// Some kind has not listed completely yet: apply nothing.
+    NotListed,
+    /// Nothing changed since the last take, and no sync was forced.
+    Unchanged,
+    /// The view to sync.
+    Snapshot(Taken),
+}
+
+/// A watcher event, its object converted (before the store is locked).
+enum Step {
+    Init,
+    /// An object of a list; its key if it could not be read.
+    Listed(Result<Object, NamespacedName>),
+    Done,
+    /// An added or modified object; its key if it could not be read.
+    Apply(Result<Object, NamespacedName>),
+    Delete(NamespacedName),
 }
 
 #[derive(Debug, Default)]
@@ -79,12 +101,29 @@ fn object_key(o: &Object) -> NamespacedName {
     }
 }
 
-fn insert(s: &mut Snapshot, o: Object) {
+/// Adds or replaces `o`; `false` if an equal object was already there.
+fn insert(s: &mut Snapshot, o: Object) -> bool {
+    let same = match &o {
+        Object::Namespace(n) => s.namespaces.get(&n.name) == Some(n),
+        Object::Pod(p) => s.pods.get(&p.key()) == Some(p),
+        Object::Policy(p) => s.policies.get(&object_key(&o)) == Some(p),
+    };
+    if same {
+        return false;
+    }
     match o {
         Object::Namespace(n) => s.add_namespace(n),
         Object::Pod(p) => s.add_pod(p),
         Object::Policy(p) => s.add_policy(p),
     }
+    true
+}
+
+/// Replaces `old` with `new`; whether they differed.
+fn swap<K: Ord, V: PartialEq>(old: &mut BTreeMap<K, V>, new: BTreeMap<K, V>) -> bool {
+    let differ = *old != new;
+    *old = new;
+    differ
 }
 
 fn remove(s: &mut Snapshot, kind: Kind, key: &NamespacedName) -> bool {
@@ -109,58 +148,63 @@ impl Stores {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies one watcher event of `kind`.
+    /// Applies one watcher event of `kind`. An event that leaves the view
+    /// as it was (a status update of a pod, say: trimmed and converted, it
+    /// is the same model object) does not wake the sync loop.
     pub fn handle<K: Resource + Serialize>(&self, kind: Kind, event: Event<K>) {
         let arrived = Instant::now();
         self.metrics.watch_event(kind.as_str());
+        // Convert before locking: the sync loop's `take` waits for the lock.
+        let step = match event {
+            Event::Init => Step::Init,
+            Event::InitApply(obj) => Step::Listed(self.read(kind, &obj)),
+            Event::InitDone => Step::Done,
+            Event::Apply(obj) => Step::Apply(self.read(kind, &obj)),
+            Event::Delete(obj) => Step::Delete(key_of(kind, &obj)),
+        };
         let mut st = self.lock();
         let st = &mut *st;
         let ks = &mut st.kinds[kind.index()];
-        let changed = match event {
-            Event::Init => {
+        let changed = match step {
+            Step::Init => {
                 ks.relist = Some(Vec::new());
                 ks.relist_invalid.clear();
                 false
             }
-            Event::InitApply(obj) => {
-                let key = key_of(kind, &obj);
-                match self.read(kind, &key, &obj) {
-                    Some(o) => ks.relist.get_or_insert_with(Vec::new).push(o),
-                    None => drop(ks.relist_invalid.insert(key)),
-                }
+            Step::Listed(Ok(o)) => {
+                ks.relist.get_or_insert_with(Vec::new).push(o);
                 false
             }
-            Event::InitDone => {
-                let objects = ks.relist.take().unwrap_or_default();
+            Step::Listed(Err(key)) => {
+                ks.relist_invalid.insert(key);
+                false
+            }
+            Step::Done => {
+                let mut fresh = Snapshot::default();
+                for o in ks.relist.take().unwrap_or_default() {
+                    insert(&mut fresh, o);
+                }
                 ks.invalid = std::mem::take(&mut ks.relist_invalid);
-                ks.listed = true;
+                let first = !std::mem::replace(&mut ks.listed, true);
                 let s = &mut st.snapshot;
-                match kind {
-                    Kind::Namespace => s.namespaces.clear(),
-                    Kind::Pod => s.pods.clear(),
-                    Kind::NetworkPolicy => s.policies.clear(),
-                }
-                for o in objects {
-                    insert(s, o);
-                }
-                true
+                let differ = match kind {
+                    Kind::Namespace => swap(&mut s.namespaces, fresh.namespaces),
+                    Kind::Pod => swap(&mut s.pods, fresh.pods),
+                    Kind::NetworkPolicy => swap(&mut s.policies, fresh.policies),
+                };
+                // The first list always counts: it may complete the view.
+                first || differ
             }
-            Event::Apply(obj) => {
-                let key = key_of(kind, &obj);
-                match self.read(kind, &key, &obj) {
-                    Some(o) => {
-                        ks.invalid.remove(&key);
-                        insert(&mut st.snapshot, o);
-                    }
-                    None => {
-                        ks.invalid.insert(key.clone());
-                        remove(&mut st.snapshot, kind, &key);
-                    }
-                }
-                true
+            Step::Apply(Ok(o)) => {
+                ks.invalid.remove(&object_key(&o));
+                insert(&mut st.snapshot, o)
             }
-            Event::Delete(obj) => {
-                let key = key_of(kind, &obj);
+            Step::Apply(Err(key)) => {
+                let removed = remove(&mut st.snapshot, kind, &key);
+                ks.invalid.insert(key);
+                removed
+            }
+            Step::Delete(key) => {
                 ks.invalid.remove(&key);
                 remove(&mut st.snapshot, kind, &key)
             }
@@ -175,20 +219,21 @@ impl Stores {
         }
     }
 
-    /// Converts an object; on failure warns, counts and returns `None`.
-    fn read<K: Serialize>(&self, kind: Kind, key: &NamespacedName, obj: &K) -> Option<Object> {
+    /// Converts an object; on failure warns, counts and returns its key.
+    fn read<K: Resource + Serialize>(&self, kind: Kind, obj: &K) -> Result<Object, NamespacedName> {
+        let key = key_of(kind, obj);
         match convert(kind, obj) {
-            Ok(o) if object_key(&o) == *key => Some(o),
+            Ok(o) if object_key(&o) == key => Ok(o),
             Ok(o) => {
                 let got = object_key(&o);
                 warn!(%kind, object = %key, %got, "object read under another name; skipped");
                 self.metrics.error("invalid_object");
-                None
+                Err(key)
             }
             Err(error) => {
                 warn!(%kind, object = %key, %error, "invalid object skipped (the rest still applies)");
                 self.metrics.error("invalid_object");
-                None
+                Err(key)
             }
         }
     }
@@ -205,21 +250,20 @@ impl Stores {
         self.lock().generation
     }
 
-    /// Whether every kind has listed completely at least once.
-    pub fn listed(&self) -> bool {
-        self.lock().kinds.iter().all(|k| k.listed)
-    }
-
-    /// The whole view, or `None` until every kind has listed once. Marks
-    /// everything as taken.
-    pub fn take(&self) -> Option<Taken> {
+    /// The whole view if something changed since the last take or `force`
+    /// is set (and marks everything as taken); the snapshot is only copied
+    /// then. Nothing until every kind has listed once.
+    pub fn take(&self, force: bool) -> Take {
         let mut st = self.lock();
         if !st.kinds.iter().all(|k| k.listed) {
-            return None;
+            return Take::NotListed;
         }
-        Some(Taken {
+        if !st.changed && !force {
+            return Take::Unchanged;
+        }
+        st.changed = false;
+        Take::Snapshot(Taken {
             snapshot: st.snapshot.clone(),
-            changed: std::mem::take(&mut st.changed),
             pending_since: st.pending_since.take(),
         })
     }
@@ -227,5 +271,67 @@ impl Stores {
     /// Waits for a change (returns at once if one came since the last wait).
     pub async fn changed(&self) {
         self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, app: &str, ip: &str) -> ApiPod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    fn list_pods(s: &Stores, pods: &[ApiPod]) {
+        s.handle::<ApiPod>(Kind::Pod, Event::Init);
+        for p in pods {
+            s.handle(Kind::Pod, Event::InitApply(p.clone()));
+        }
+        s.handle::<ApiPod>(Kind::Pod, Event::InitDone);
+    }
+
+    #[test]
+    fn only_real_changes_wake_the_loop() {
+        let s = Stores::new(Arc::new(Metrics::new()));
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::Init);
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::InitDone);
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::Init);
+        assert!(matches!(s.take(true), Take::NotListed));
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::InitDone);
+        let web = pod("web", "web", "10.0.0.1");
+        list_pods(&s, std::slice::from_ref(&web));
+        assert!(matches!(s.take(false), Take::Snapshot(_)));
+        assert!(matches!(s.take(false), Take::Unchanged));
+        assert!(matches!(s.take(true), Take::Snapshot(_)));
+
+        let g = s.generation();
+        s.handle(Kind::Pod, Event::Apply(web.clone()));
+        list_pods(&s, std::slice::from_ref(&web));
+        // Invalid and not stored: counted, but the view is the same.
+        s.handle(Kind::Pod, Event::Apply(pod("bad", "x", "not-an-ip")));
+        assert_eq!(s.generation(), g, "nothing changed");
+        assert!(matches!(s.take(false), Take::Unchanged));
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
+
+        // The stored pod turns invalid: removed, a change.
+        s.handle(Kind::Pod, Event::Apply(pod("web", "web", "not-an-ip")));
+        assert_eq!(s.generation(), g + 1);
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 2);
+        let Take::Snapshot(t) = s.take(false) else {
+            panic!("a change")
+        };
+        assert!(t.snapshot.pods.is_empty());
+        s.handle(Kind::Pod, Event::Apply(pod("web", "other", "10.0.0.1")));
+        assert_eq!(s.generation(), g + 2);
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
     }
 }

@@ -246,11 +246,6 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Every host, in creation order.
-    pub fn hosts(&self) -> &[Host] {
-        &self.hosts
-    }
-
     /// The host called `name`.
     pub fn host(&self, name: &str) -> Result<&Host, LabError> {
         self.hosts

@@ -63,15 +63,9 @@ pub(super) fn shutdown_all(servers: &[Arc<Shared>]) {
 pub struct Server {
     shared: Arc<Shared>,
     stop_on_drop: bool,
-    bound: Vec<(Proto, SocketAddr)>,
 }
 
 impl Server {
-    /// Every (protocol, address) the servers listen on.
-    pub fn bound(&self) -> &[(Proto, SocketAddr)] {
-        &self.bound
-    }
-
     /// Lets the servers run until the [`Lab`] drops.
     pub fn keep(mut self) {
         self.stop_on_drop = false;
@@ -117,9 +111,8 @@ impl Lab {
             )));
         }
         let ns = host.netns.clone();
-        let to_open = specs.clone();
         let socks = netns::in_netns(&host.netns, move || {
-            to_open
+            specs
                 .iter()
                 .map(|(proto, addr)| open(&ns, *proto, *addr))
                 .collect::<Result<Vec<_>, _>>()
@@ -133,7 +126,6 @@ impl Lab {
         let guard = Server {
             shared: Arc::clone(&shared),
             stop_on_drop: true,
-            bound: specs,
         };
         let reply: Arc<[u8]> = format!("{}\n", host.name).into_bytes().into();
         for sock in socks {

@@ -40,19 +40,6 @@ impl Stream {
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
-
-    /// The server's address.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-
-    /// The local address (source port included), e.g. to find the conntrack entry.
-    pub fn local(&self) -> Result<SocketAddr, LabError> {
-        self.conn.local_addr().map_err(|source| LabError::Io {
-            context: format!("local address of stream {} -> {}", self.from, self.peer),
-            source,
-        })
-    }
 }
 
 impl Lab {

@@ -41,7 +41,8 @@ pub enum Res {
 }
 
 impl Res {
-    const ALL: [Res; 3] = [Res::Namespaces, Res::Pods, Res::Policies];
+    /// Every resource.
+    pub const ALL: [Res; 3] = [Res::Namespaces, Res::Pods, Res::Policies];
 
     fn path(self) -> &'static str {
         match self {
@@ -190,6 +191,15 @@ impl FakeApi {
         for (_, tx) in st.watches.drain(..) {
             let _ = tx.send(gone.clone());
         }
+    }
+
+    /// Compacts history without closing any watch: a watch can resume
+    /// only from the current version (a bookmark's) or later; an older one
+    /// gets 410 Gone and must re-list.
+    pub fn compact(&self) {
+        let mut st = self.lock();
+        st.oldest = st.rv;
+        st.log.clear();
     }
 
     /// Closes every open watch without an error (a dropped connection).

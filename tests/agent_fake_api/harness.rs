@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use kube_nftpolicy::dataplane::{ApplyError, ApplyReport, Dataplane, FakeDataplane};
 use kube_nftpolicy::metrics::{Health, Metrics};
-use kube_nftpolicy::model::Protocol;
+use kube_nftpolicy::model::{Direction, NamespacedName, Protocol};
+use kube_nftpolicy::ruleset::names::pod_chain;
 use kube_nftpolicy::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
 use kube_nftpolicy::ruleset::{Hook, Ruleset};
 use kube_nftpolicy::sync::{self, SyncConfig};
@@ -135,14 +136,21 @@ impl Agent {
 
     /// Waits (up to 10 s) until the last applied ruleset satisfies `ok`.
     pub async fn until(&self, what: &str, ok: impl Fn(&Ruleset) -> bool) -> Ruleset {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(rs) = self.last().filter(|rs| ok(rs)) {
-                return rs;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let mut found = None;
+        eventually(what, Duration::from_secs(10), || {
+            found = self.last().filter(|rs| ok(rs));
+            found.is_some()
+        })
+        .await;
+        found.expect("eventually returned")
+    }
+
+    /// The agent's `kube_nftpolicy_watch_events_total` of `kind`.
+    pub fn watch_events(&self, kind: &str) -> u64 {
+        let prefix = format!("kube_nftpolicy_watch_events_total{{kind=\"{kind}\"}} ");
+        let text = self.metrics.encode();
+        let line = text.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+        line.map_or(0, |n| n.trim().parse().expect("a counter value"))
     }
 
     /// Stops the agent.
@@ -154,6 +162,27 @@ impl Agent {
             t.await.unwrap();
         }
     }
+}
+
+/// Polls `ok` every 5 ms until it holds; panics naming `what` if it does
+/// not within `deadline`.
+pub async fn eventually(what: &str, deadline: Duration, mut ok: impl FnMut() -> bool) {
+    let give_up = Instant::now() + deadline;
+    while !ok() {
+        assert!(Instant::now() < give_up, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Polls `ok` every 5 ms for `period`; panics naming `what` as soon as it
+/// does not hold. For "nothing happens": make `period` well past the debounce.
+pub async fn holds(what: &str, period: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + period;
+    while Instant::now() < end {
+        assert!(ok(), "no longer true: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(ok(), "no longer true: {what}");
 }
 
 /// Whether `ruleset` lets the first TCP packet `src` → `dst`:80 through.
@@ -172,11 +201,12 @@ pub fn allows(ruleset: &Ruleset, src: &str, dst: &str) -> bool {
     trace(ruleset, &packet).outcome == Outcome::Accept
 }
 
-/// Whether `ruleset` has a chain for `ns/pod` in some direction.
+/// Whether `ruleset` has a chain for `ns/pod` in some direction (named as
+/// the builder names it).
 pub fn has_pod_chain(ruleset: &Ruleset, ns: &str, pod: &str) -> bool {
-    let suffix = format!("-{ns}/{pod}");
-    ruleset
-        .chains
-        .iter()
-        .any(|c| c.name.starts_with("pod-") && c.name.ends_with(&suffix))
+    let key = NamespacedName::new(ns, pod);
+    Direction::ALL.into_iter().any(|dir| {
+        let name = pod_chain(dir, &key);
+        ruleset.chains.iter().any(|c| c.name == name)
+    })
 }
