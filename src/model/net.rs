@@ -2,6 +2,7 @@
 //! where each entry came from. Shared by resolution and the ruleset model.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::num::NonZeroU16;
 
 use ipnet::IpNet;
 
@@ -78,14 +79,6 @@ impl AddrRange {
         }
     }
 
-    /// Every address of a CIDR block.
-    pub fn net(net: &IpNet) -> Self {
-        Self {
-            first: net.network(),
-            last: net.broadcast(),
-        }
-    }
-
     /// The family of the range.
     pub fn family(&self) -> Family {
         Family::of(&self.first)
@@ -102,7 +95,8 @@ impl AddrRange {
     }
 }
 
-fn to_u128(a: IpAddr) -> u128 {
+/// The address as a number (IPv4 in the low 32 bits).
+pub(crate) fn to_u128(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),
@@ -168,6 +162,16 @@ impl PortRange {
         Self {
             first: port,
             last: port,
+        }
+    }
+
+    /// The ports of a numeric `port` with an optional `endPort`: `first` alone
+    /// without one, and also when `end` lies below `first`.
+    pub fn with_end(first: NonZeroU16, end: Option<NonZeroU16>) -> Self {
+        let first = first.get();
+        Self {
+            first,
+            last: end.map_or(first, |e| e.get().max(first)),
         }
     }
 

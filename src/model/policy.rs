@@ -8,6 +8,7 @@ use std::num::NonZeroU16;
 use ipnet::IpNet;
 
 use super::labels::Selector;
+use super::snapshot::Pod;
 
 /// A direction of traffic relative to the selected pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,9 +50,6 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// Every protocol, in a fixed order.
-    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
-
     /// The lower-case name nft prints (`tcp`, `udp`, `sctp`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -171,6 +169,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether the policy selects `pod`: same namespace, and `podSelector`
+    /// matches its labels (whatever the direction or the pod's state).
+    pub fn selects(&self, pod: &Pod) -> bool {
+        pod.namespace == self.namespace && self.pod_selector.matches(&pod.labels)
+    }
+
     /// Whether the policy isolates its pods in `dir`.
     ///
     /// With `policyTypes` omitted the API server defaults it to `[Ingress]`,

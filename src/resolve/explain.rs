@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::model::net::carve;
+use crate::model::net::{carve, PortRange};
 use crate::model::{
     Direction, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Protocol, Rule, Snapshot,
 };
@@ -222,10 +222,7 @@ fn judge(
         return side;
     }
     for (key, policy) in &s.policies {
-        if policy.namespace != pod.namespace
-            || !policy.isolates(dir)
-            || !policy.pod_selector.matches(&pod.labels)
-        {
+        if !policy.isolates(dir) || !policy.selects(pod) {
             continue;
         }
         side.isolated_by.push(key.to_string());
@@ -247,7 +244,7 @@ fn judge(
 }
 
 /// Whether one rule allows traffic with the other end `peer` on the flow's port.
-pub fn rule_allows(
+fn rule_allows(
     s: &Snapshot,
     policy: &Policy,
     rule: &Rule,
@@ -273,8 +270,7 @@ pub fn rule_allows(
                 && match &spec.port {
                     None => true,
                     Some(PortRef::Number(n)) => {
-                        let last = spec.end_port.map_or(n.get(), |e| e.get());
-                        (n.get()..=last).contains(&flow.port)
+                        PortRange::with_end(*n, spec.end_port).contains(flow.port)
                     }
                     Some(PortRef::Name(name)) => dest
                         .filter(|d| d.ignored().is_none())

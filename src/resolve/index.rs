@@ -2,9 +2,10 @@
 //! namespaces by label, so that selectors are answered without scanning
 //! every pod.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::model::{Labels, NamespaceScope, Pod, Selector, Snapshot};
+use crate::model::{NamespaceScope, Pod, Selector, Snapshot};
 
 /// Active pods (not hostNetwork, with an IP, not finished), indexed.
 pub struct Index<'a> {
@@ -13,6 +14,9 @@ pub struct Index<'a> {
     pub pods: Vec<&'a Pod>,
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
     by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
+    /// `ns/pod` as an element comment, aligned with `pods`; made on first use
+    /// (most pods are nobody's peer).
+    comments: Vec<OnceCell<String>>,
 }
 
 impl<'a> Index<'a> {
@@ -39,10 +43,19 @@ impl<'a> Index<'a> {
         }
         Self {
             snapshot,
+            comments: vec![OnceCell::new(); pods.len()],
             pods,
             by_namespace,
             by_label,
         }
+    }
+
+    /// The element comment of the pod at position `i`: `ns/pod`.
+    pub fn pod_comment(&self, i: usize) -> &str {
+        self.comments[i].get_or_init(|| {
+            let pod = self.pods[i];
+            crate::ruleset::names::comment(&format!("{}/{}", pod.namespace, pod.name))
+        })
     }
 
     /// Active pods whose `spec.nodeName` is `node`, sorted.
@@ -61,9 +74,9 @@ impl<'a> Index<'a> {
         match scope {
             NamespaceScope::Own => self
                 .by_namespace
-                .keys()
-                .copied()
-                .filter(|ns| *ns == own)
+                .get_key_value(own)
+                .map(|(ns, _)| *ns)
+                .into_iter()
                 .collect(),
             NamespaceScope::Matching(sel) => {
                 let mut names: Vec<&str> = self
@@ -122,10 +135,5 @@ impl<'a> Index<'a> {
                 out
             }
         }
-    }
-
-    /// The labels of a namespace (see `Snapshot::namespace_labels`).
-    pub fn namespace_labels(&self, ns: &str) -> Labels {
-        self.snapshot.namespace_labels(ns)
     }
 }

@@ -12,13 +12,14 @@ mod index;
 mod peers;
 mod ports;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
 use crate::model::net::{AddrEntry, Family, PortRange};
 use crate::model::{Direction, NamespacedName, Policy, Protocol, Snapshot};
 
-pub use index::Index;
+use index::Index;
 
 /// What the node's pods allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +116,6 @@ impl AddrLists {
         }
     }
 
-    /// Whether `addr` is in the lists.
-    pub fn contains(&self, addr: &IpAddr) -> bool {
-        self.family(Family::of(addr))
-            .iter()
-            .any(|e| e.range.contains(addr))
-    }
-
     /// Splits entries by family and normalises each list.
     pub fn from_entries(entries: Vec<AddrEntry>) -> Self {
         let (v4, v6) = entries
@@ -185,21 +179,35 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
     let mut ingress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut egress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut policies = Vec::new();
+    // Positions in `local`, per namespace: a policy selects only pods of its own.
+    let mut local_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in local.iter().enumerate() {
+        local_by_namespace
+            .entry(p.namespace.as_str())
+            .or_default()
+            .push(i);
+    }
 
+    // Policies come sorted by key and `Direction::ALL` is in `Direction`'s
+    // order, so `policies` comes out sorted by (key, direction).
     for (key, policy) in &snapshot.policies {
+        if !Direction::ALL.iter().any(|&dir| policy.isolates(dir)) {
+            continue;
+        }
+        let Some(candidates) = local_by_namespace.get(policy.namespace.as_str()) else {
+            continue;
+        };
+        let selected: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| policy.selects(local[i]))
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let selected_pods: Vec<_> = selected.iter().map(|&i| local[i]).collect();
         for dir in Direction::ALL {
             if !policy.isolates(dir) {
-                continue;
-            }
-            let selected: Vec<usize> = local
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| {
-                    p.namespace == policy.namespace && policy.pod_selector.matches(&p.labels)
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if selected.is_empty() {
                 continue;
             }
             for &i in &selected {
@@ -208,7 +216,6 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
                     Direction::Egress => egress[i].push(key.clone()),
                 }
             }
-            let selected_pods: Vec<_> = selected.iter().map(|&i| local[i]).collect();
             policies.push(ResolvedPolicy {
                 key: key.clone(),
                 direction: dir,
@@ -216,7 +223,7 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
             });
         }
     }
-    policies.sort_by(|a, b| (&a.key, a.direction).cmp(&(&b.key, b.direction)));
+    debug_assert!(policies.is_sorted_by(|a, b| (&a.key, a.direction) < (&b.key, b.direction)));
 
     let pods = local
         .iter()
@@ -243,16 +250,18 @@ fn compile_rules(
         .iter()
         .enumerate()
         .map(|(i, rule)| {
-            let peer_pods = cache.rule_pods(index, &policy.namespace, &rule.peers);
+            let own = policy.namespace.as_str();
+            let key = peers::peer_key(own, &rule.peers);
+            let peer_pods = cache.rule_pods(index, own, &rule.peers);
             let peers = if rule.peers.is_empty() {
                 Peers::Any
             } else {
-                Peers::Addrs(cache.peer_set(index, &policy.namespace, &rule.peers, &peer_pods))
+                Peers::Addrs(cache.peer_set(index, (own, &key), &rule.peers, &peer_pods))
             };
             let ports = ports::resolve_ports(
                 index,
                 cache,
-                &policy.namespace,
+                (own, &key),
                 dir,
                 rule,
                 selected,

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use ipnet::IpNet;
+
 use super::index::Index;
 use super::{AddrLists, PeerSet};
 use crate::model::net::{carve, AddrEntry, AddrRange};
@@ -49,14 +51,19 @@ pub fn describe(own: &str, peers: &[Peer]) -> String {
             } => {
                 format!("pods {pods} in namespaces {ns}")
             }
-            Peer::IpBlock { cidr, except } if except.is_empty() => format!("ipBlock {cidr}"),
-            Peer::IpBlock { cidr, except } => {
-                let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
-                format!("ipBlock {cidr} except {}", holes.join(" "))
-            }
+            Peer::IpBlock { cidr, except } => describe_block(cidr, except),
         })
         .collect();
     crate::ruleset::names::comment(&parts.join("; "))
+}
+
+/// An ipBlock in words: `ipBlock 10.0.0.0/8 except 10.1.0.0/16 10.2.0.0/16`.
+fn describe_block(cidr: &IpNet, except: &[IpNet]) -> String {
+    if except.is_empty() {
+        return format!("ipBlock {cidr}");
+    }
+    let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
+    format!("ipBlock {cidr} except {}", holes.join(" "))
 }
 
 impl PeerCache {
@@ -83,24 +90,24 @@ impl PeerCache {
         found
     }
 
-    /// The shared address set of a rule's peers (computed once per sync).
+    /// The shared address set of a rule's peers (computed once per sync);
+    /// `key` is `peer_key(own, peers)`.
     pub fn peer_set(
         &mut self,
         index: &Index<'_>,
-        own: &str,
+        (own, key): (&str, &str),
         peers: &[Peer],
         pods: &Option<Rc<Vec<usize>>>,
     ) -> Rc<PeerSet> {
-        let key = peer_key(own, peers);
-        if let Some(hit) = self.sets.get(&key) {
+        if let Some(hit) = self.sets.get(key) {
             return Rc::clone(hit);
         }
         let set = Rc::new(PeerSet {
-            id: crate::ruleset::names::short_hash(&key),
+            id: crate::ruleset::names::short_hash(key),
             description: describe(own, peers),
             addrs: addresses(index, pods, peers),
         });
-        self.sets.insert(key, Rc::clone(&set));
+        self.sets.insert(key.to_owned(), Rc::clone(&set));
         set
     }
 
@@ -142,15 +149,10 @@ pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer
         .collect();
     for peer in peers {
         if let Peer::IpBlock { cidr, except } = peer {
-            let comment = if except.is_empty() {
-                format!("ipBlock {cidr}")
-            } else {
-                let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
-                format!("ipBlock {cidr} except {}", holes.join(" "))
-            };
+            let comment = crate::ruleset::names::comment(&describe_block(cidr, except));
             entries.extend(carve(cidr, except).into_iter().map(|range| AddrEntry {
                 range,
-                comment: Some(crate::ruleset::names::comment(&comment)),
+                comment: Some(comment.clone()),
             }));
         }
     }
@@ -158,13 +160,10 @@ pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer
 }
 
 /// One entry per IP of the pod at position `i`, commented `ns/pod`.
-pub fn pod_entries<'a>(index: &Index<'a>, i: usize) -> impl Iterator<Item = AddrEntry> + 'a {
-    let pod = index.pods[i];
-    pod.ips.iter().map(move |ip| AddrEntry {
+pub fn pod_entries<'i>(index: &'i Index<'_>, i: usize) -> impl Iterator<Item = AddrEntry> + 'i {
+    let comment = index.pod_comment(i);
+    index.pods[i].ips.iter().map(move |ip| AddrEntry {
         range: AddrRange::single(*ip),
-        comment: Some(crate::ruleset::names::comment(&format!(
-            "{}/{}",
-            pod.namespace, pod.name
-        ))),
+        comment: Some(comment.to_owned()),
     })
 }

@@ -6,18 +6,19 @@ use std::collections::BTreeMap;
 use super::index::Index;
 use std::rc::Rc;
 
-use super::peers::{describe, peer_key, pod_entries, PeerCache};
+use super::peers::{describe, pod_entries, PeerCache};
 use super::{AddrLists, NamedPort, PeerSet, Ports};
 use crate::model::net::{carve, AddrEntry, AddrRange, PortRange};
 use crate::model::{Direction, Peer, Pod, PortRef, Protocol, Rule};
 use crate::ruleset::names::{comment, short_hash};
 
-/// Resolves the ports of `rule`. `selected` are the local pods the policy
+/// Resolves the ports of `rule` of a policy in `own`, whose peers have the
+/// key `peer_key(own, &rule.peers)`. `selected` are the local pods the policy
 /// selects; `peer_pods` the rule's peer pods (`None`: every pod).
 pub fn resolve_ports(
     index: &Index<'_>,
     cache: &mut PeerCache,
-    own: &str,
+    (own, peer_key): (&str, &str),
     dir: Direction,
     rule: &Rule,
     selected: &[&Pod],
@@ -35,19 +36,12 @@ pub fn resolve_ports(
         match &spec.port {
             None => numeric.push((spec.protocol, None)),
             Some(PortRef::Number(n)) => {
-                let last = spec.end_port.map_or(n.get(), |e| e.get().max(n.get()));
-                numeric.push((
-                    spec.protocol,
-                    Some(PortRange {
-                        first: n.get(),
-                        last,
-                    }),
-                ));
+                numeric.push((spec.protocol, Some(PortRange::with_end(*n, spec.end_port))))
             }
             Some(PortRef::Name(name)) => match dir {
                 Direction::Ingress => named.extend(local_named(selected, name, spec.protocol)),
                 Direction::Egress => {
-                    let key = format!("{}|{name}|{}", peer_key(own, &rule.peers), spec.protocol);
+                    let key = format!("{peer_key}|{name}|{}", spec.protocol);
                     let found = match cache.named.get(&key) {
                         Some(hit) => Rc::clone(hit),
                         None => {

@@ -590,8 +590,11 @@ fn dual_stack_every_ip_is_enforced() {
     assert_eq!(v6.elements.len(), 1, "b's IPv6 address is dispatched");
 }
 
+/// Equal snapshots (built in different orders; `Snapshot` keeps sorted maps,
+/// so the snapshots are the same) resolve to equal resolutions: nothing in
+/// resolution depends on hash order or on anything but the snapshot.
 #[test]
-fn resolution_is_independent_of_insertion_order() {
+fn equal_snapshots_resolve_identically() {
     let policies = vec![
         policy("x", "p2").ingress(rule().pods(Selector::labels([("app", "a")]))),
         policy("y", "p1").egress(rule().namespaces(Selector::everything()).port(Udp, 53)),
@@ -649,4 +652,26 @@ fn egress_named_port_to_an_ip_block_resolves_against_pods_inside_it() {
         !allowed(&s, "fd00::1", "fd00::2", tcp(8080)),
         "the pod's IPv6 address is outside the block"
     );
+}
+
+#[test]
+fn explain_agrees_with_resolution_on_an_end_port_below_the_port() {
+    // Sources reject `endPort` < `port`; should one get through, resolution
+    // allows `port` alone, and explain must say the same.
+    let s = cluster(vec![policy("x", "p")
+        .select(Selector::labels([("app", "b")]))
+        .ingress(rule().port_range(Tcp, 90, 80))]);
+    let explained = |port: u16| {
+        let flow = explain::Flow {
+            from: explain::Endpoint::Addr(A.parse().unwrap()),
+            to: explain::Endpoint::Addr(B.parse().unwrap()),
+            protocol: Tcp,
+            port,
+        };
+        explain::explain(&s, &flow).unwrap().allowed
+    };
+    for (port, want) in [(90, true), (85, false), (80, false), (91, false)] {
+        assert_eq!(allowed(&s, A, B, tcp(port)), want, "data path, port {port}");
+        assert_eq!(explained(port), want, "explain, port {port}");
+    }
 }

@@ -9,6 +9,8 @@
 use std::fmt::{self, Display, Formatter, Write};
 use std::net::IpAddr;
 
+use crate::model::net::to_u128;
+
 use super::{
     AddrRange, AddrSet, Chain, CtMatch, Family, Match, Rule, Ruleset, Verdict, VerdictMap,
     TABLE_COMMENT, TABLE_FAMILY, TABLE_NAME,
@@ -196,11 +198,12 @@ pub fn range_text(r: &AddrRange) -> String {
 
 /// The prefix length when `r` is exactly one CIDR block.
 fn prefix_len(r: &AddrRange) -> Option<u8> {
-    let (first, last, bits) = match (r.first, r.last) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+    let bits = match (r.first, r.last) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => 32,
+        (IpAddr::V6(_), IpAddr::V6(_)) => 128,
         _ => return None,
     };
+    let (first, last) = (to_u128(r.first), to_u128(r.last));
     let host = first ^ last;
     // host must be 0…01…1 and first must have those bits clear.
     if host.wrapping_add(1) & host != 0 || first & host != 0 {

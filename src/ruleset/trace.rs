@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use super::{AddrField, CtMatch, Family, Hook, Match, Rule, Ruleset, Verdict};
+use super::{AddrField, CtMatch, Family, Hook, Match, Ruleset, Verdict};
 use crate::model::Protocol;
 
 /// The layer-4 part of a packet.
@@ -161,7 +161,7 @@ fn walk(
             steps.push(Step {
                 chain: chain.name.clone(),
                 index,
-                rule: rule_text(rule),
+                rule: rule.to_string(),
             })
         };
         match &rule.verdict {
@@ -198,10 +198,6 @@ fn walk(
         }
     }
     Flow::Continue
-}
-
-fn rule_text(rule: &Rule) -> String {
-    rule.to_string()
 }
 
 fn field_addr(pkt: &Packet, field: AddrField) -> IpAddr {
