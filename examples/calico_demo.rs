@@ -343,7 +343,7 @@ pub fn run() -> Result<Outcome, String> {
         manifest_dir().display()
     );
     for (name, host) in &hosts {
-        let addrs: Vec<String> = Family::BOTH
+        let addrs: Vec<String> = Family::ALL
             .iter()
             .filter_map(|f| host.ip(*f).map(|a| a.to_string()))
             .collect();
@@ -419,7 +419,7 @@ fn build_lab(cluster: &mut Cluster) -> Result<BTreeMap<&'static str, Host>, Stri
             .and_then(lab_node)
             .ok_or_else(|| format!("pod {}: nodeName must be node-1 or node-2", pod.key()))?;
         let one = |family: Family| -> Result<Option<IpAddr>, String> {
-            let mut of = pod.ips.iter().filter(|a| Family::of(**a) == family);
+            let mut of = pod.ips.iter().filter(|a| Family::of(a) == family);
             match (of.next(), of.next()) {
                 (_, Some(_)) => Err(format!("pod {}: one address per family", pod.key())),
                 (a, None) => Ok(a.copied()),
@@ -508,7 +508,7 @@ fn probe_step(
     let mut jobs = Vec::new();
     for f in &FLOWS {
         let (src, dst) = (&hosts[f.from], &hosts[f.to]);
-        for family in Family::BOTH {
+        for family in Family::ALL {
             let (Some(_), Some(addr)) = (src.ip(family), dst.ip(family)) else {
                 continue;
             };
@@ -546,7 +546,7 @@ fn probe_step(
         results: FLOWS
             .iter()
             .zip(step.expect)
-            .flat_map(|(f, e)| Family::BOTH.map(|fam| (key(f, fam), e.allowed)))
+            .flat_map(|(f, e)| Family::ALL.map(|fam| (key(f, fam), e.allowed)))
             .filter(|(k, _)| got.results.contains_key(k))
             .collect(),
     };
@@ -563,7 +563,7 @@ fn probe_step(
             Some(false) => "X",
             None => " ",
         };
-        let fine = Family::BOTH.iter().all(|fam| {
+        let fine = Family::ALL.iter().all(|fam| {
             got.get(f.from, f.to, f.port, f.proto, *fam)
                 .is_none_or(|g| g == e.allowed)
         });

@@ -402,7 +402,7 @@ fn established_flows_survive_an_incremental_apply_that_denies_new_ones() {
     let open = Duration::from_secs(2);
     let mut streams = Vec::new();
     for to in [&b, &same_node] {
-        for f in Family::BOTH {
+        for f in Family::ALL {
             let s = c
                 .lab
                 .stream(&a, ip(to, f), 80, open)

@@ -78,7 +78,7 @@ fn open_cluster_connects_every_path() {
 
     // The matrix can fail: nothing listens on port 81.
     for proto in [Proto::Tcp, Proto::Udp] {
-        for f in Family::BOTH {
+        for f in Family::ALL {
             assert!(
                 !lab.probe(&a, ip(&b, f), 81, proto, T),
                 "{proto} {f} to port 81"
@@ -167,7 +167,7 @@ fn bridged_traffic_hits_the_inet_forward_hook() {
         )
         .unwrap();
     }
-    for f in Family::BOTH {
+    for f in Family::ALL {
         assert!(
             lab.probe(&a, ip(&b, f), 80, Proto::Tcp, T),
             "{f}: bridged flow without br_netfilter"
@@ -183,7 +183,7 @@ fn open_stream_outlives_a_ct_new_drop_and_dies_with_a_full_drop() {
     let a = lab.add_pod_auto(&n1, "a", Stack::Dual).unwrap();
     let b = lab.add_pod_auto(&n2, "b", Stack::Dual).unwrap();
     let _servers = serve_all(&lab, &[&b]);
-    for f in Family::BOTH {
+    for f in Family::ALL {
         let mut s = lab
             .stream(&a, ip(&b, f), 8080, Duration::from_secs(2))
             .unwrap();

@@ -240,7 +240,7 @@ fn full_replaces_open_no_gap_and_break_no_stream() {
     install_leak_counter(&c.lab, &f, &e);
     // The counters count: before any table, e's datagrams reach f. (UDP:
     // a TCP probe would leave its closing packets to be counted later.)
-    for fam in Family::BOTH {
+    for fam in Family::ALL {
         assert!(c.lab.probe(&e, ip(&f, fam), DENIED, Proto::Udp, T));
     }
     assert_eq!(leaked(&c.lab, &f), 2, "the leak counter counts");
@@ -268,7 +268,7 @@ fn full_replaces_open_no_gap_and_break_no_stream() {
     assert!(desired.element_count() > 100, "a table of some size");
 
     // The denied flows are denied, the allowed ones allowed, before the loop.
-    for fam in Family::BOTH {
+    for fam in Family::ALL {
         for proto in [Proto::Tcp, Proto::Udp] {
             assert!(
                 !c.lab.probe(&x, ip(&d, fam), DENIED, proto, T),
@@ -316,7 +316,7 @@ fn full_replaces_open_no_gap_and_break_no_stream() {
     // One prober per source, destination address and protocol.
     let mut probers = Vec::new();
     for (src, dst) in [(&x, &d), (&e, &f)] {
-        for fam in Family::BOTH {
+        for fam in Family::ALL {
             for proto in [Proto::Tcp, Proto::Udp] {
                 let to = SocketAddr::new(ip(dst, fam), DENIED);
                 probers.push((src.netns().to_owned(), to, proto));

@@ -457,7 +457,7 @@ fn service_cluster_ip_is_judged_by_the_backend_address() {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-    for (a, f) in node_port.iter().zip(Family::BOTH) {
+    for (a, f) in node_port.iter().zip(Family::ALL) {
         c.lab
             .add_service(
                 SocketAddr::new(*a, 30080),
@@ -961,7 +961,7 @@ fn a_rule_without_ports_allows_ping() {
     // ICMP errors of allowed flows pass as `related`: a datagram of a to a
     // closed UDP port of t is refused (port unreachable comes back through
     // t's egress deny); b's datagram, denied on the way in, just times out.
-    for f in Family::BOTH {
+    for f in Family::ALL {
         let to = ip(&t, f);
         let refused = |from: &Host| match c.lab.request(from, to, 9999, Proto::Udp, RETRY) {
             Ok(who) => panic!("{f}: {who} answered on a closed port"),
@@ -1038,7 +1038,7 @@ fn fragmented_datagrams_are_judged_whole() {
         ],
     );
     let mut bad = Vec::new();
-    for f in Family::BOTH {
+    for f in Family::ALL {
         for (from, to, want) in [
             (&a, &b, true),
             (&a, &r, true),

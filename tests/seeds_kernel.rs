@@ -205,7 +205,7 @@ impl Tutorial {
     /// kube-proxy: `vip:port` DNAT'ed to `backend:target`, both families
     /// (`vips` = IPv4 and IPv6 ClusterIPs).
     fn service(&mut self, vips: [&str; 2], port: u16, proto: Proto, backend: &Host, target: u16) {
-        for (vip, f) in vips.iter().zip(Family::BOTH) {
+        for (vip, f) in vips.iter().zip(Family::ALL) {
             let vip: IpAddr = vip.parse().unwrap();
             self.c
                 .lab
@@ -1146,7 +1146,7 @@ fn cilium_backend_kernel() {
         |c| c.set_policies(gp.values().cloned()),
         &checks,
     );
-    for f in Family::BOTH {
+    for f in Family::ALL {
         let map = format!("ingress-pods-v{}", if f == Family::V4 { 4 } else { 6 });
         assert!(
             map_has(&t.c.lab, &node1, &map, ip(&backend, f)),

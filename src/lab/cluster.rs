@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use super::{Host, Lab, LabError, Matrix, Proto, Server, Stack};
 use crate::dataplane::{ApplyError, ApplyReport, Dataplane, NetlinkDataplane};
-use crate::model::{
-    ContainerPort, Labels, Namespace, NamespacedName, Pod, PodPhase, Policy, Protocol, Snapshot,
-};
+use crate::model::{ContainerPort, NamespacedName, Policy, Snapshot};
 use crate::resolve::resolve;
 use crate::ruleset::{build::build, Ruleset};
+use crate::testing::{self, PodExt};
 
 /// Why a cluster step failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,11 +80,8 @@ impl Cluster {
 
     /// Adds a namespace with labels (plus `kubernetes.io/metadata.name`).
     pub fn add_namespace(&mut self, name: &str, labels: &[(&str, &str)]) {
-        let labels: Labels = labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.snapshot.add_namespace(Namespace::new(name, labels));
+        self.snapshot
+            .add_namespace(testing::namespace(name, labels.iter().copied()));
     }
 
     /// Creates pod `ns/name` on node `node` (1 or 2) with addresses of
@@ -108,31 +104,20 @@ impl Cluster {
         if !ports.is_empty() {
             self.servers.push(self.lab.serve(&host, &ports)?);
         }
-        let pod = Pod {
-            namespace: ns.to_owned(),
-            name: name.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            node: Some(node_host.name().to_owned()),
-            ips: self.lab.addresses(&host).to_vec(),
-            host_network: false,
-            phase: PodPhase::Active,
-            ports: serve
-                .iter()
-                .filter_map(|s| {
-                    Some(ContainerPort {
-                        name: s.name.map(str::to_owned),
-                        port: std::num::NonZeroU16::new(s.port)?,
-                        protocol: match s.proto {
-                            Proto::Tcp => Protocol::Tcp,
-                            Proto::Udp => Protocol::Udp,
-                        },
-                    })
+        let mut pod = testing::pod(ns, name)
+            .labels(labels.iter().copied())
+            .node(node_host.name());
+        pod.ips = self.lab.addresses(&host).to_vec();
+        pod.ports = serve
+            .iter()
+            .filter_map(|s| {
+                Some(ContainerPort {
+                    name: s.name.map(str::to_owned),
+                    port: std::num::NonZeroU16::new(s.port)?,
+                    protocol: s.proto.into(),
                 })
-                .collect(),
-        };
+            })
+            .collect();
         self.snapshot.add_pod(pod);
         self.pods
             .insert(NamespacedName::new(ns, name), host.clone());

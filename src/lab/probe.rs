@@ -26,6 +26,15 @@ pub enum Proto {
     Udp,
 }
 
+impl From<Proto> for crate::model::Protocol {
+    fn from(p: Proto) -> Self {
+        match p {
+            Proto::Tcp => crate::model::Protocol::Tcp,
+            Proto::Udp => crate::model::Protocol::Udp,
+        }
+    }
+}
+
 impl std::fmt::Display for Proto {
     /// `tcp` / `udp`, as nftables spells them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,37 +45,7 @@ impl std::fmt::Display for Proto {
     }
 }
 
-/// IP family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Family {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl Family {
-    /// Both families, IPv4 first.
-    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
-
-    /// The family of `ip`.
-    pub fn of(ip: IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-}
-
-impl std::fmt::Display for Family {
-    /// `ipv4` / `ipv6`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Family::V4 => "ipv4",
-            Family::V6 => "ipv6",
-        })
-    }
-}
+pub use crate::model::net::Family;
 
 /// One probe of a batch: from namespace `from` to `to:port` over `proto`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,7 +231,7 @@ impl Lab {
         let mut jobs = Vec::new();
         for src in from {
             for dst in to {
-                for family in Family::BOTH {
+                for family in Family::ALL {
                     let (Some(_), Some(addr)) = (src.ip(family), dst.ip(family)) else {
                         continue;
                     };

@@ -15,6 +15,16 @@ pub enum Family {
     V6,
 }
 
+impl std::fmt::Display for Family {
+    /// `ipv4` / `ipv6`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        })
+    }
+}
+
 impl Family {
     /// Both families, IPv4 first.
     pub const ALL: [Family; 2] = [Family::V4, Family::V6];

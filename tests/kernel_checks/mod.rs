@@ -83,7 +83,7 @@ pub fn at(from: &Host, to: IpAddr, via: Via, want: bool, what: &str) -> Check {
 /// must be answered by `to` itself.
 pub fn flows(from: &Host, to: &Host, vias: &[Via], want: bool, what: &str) -> Vec<Check> {
     let mut out = Vec::new();
-    for f in Family::BOTH {
+    for f in Family::ALL {
         if let (Some(_), Some(addr)) = (from.ip(f), to.ip(f)) {
             for via in vias {
                 let mut c = at(from, addr, *via, want, what);
