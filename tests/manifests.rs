@@ -36,8 +36,9 @@ fn load() -> Manifests {
     for path in files {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path).unwrap();
-        for doc in text.split("\n---\n") {
-            let v: Value = serde_saphyr::from_str(doc).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for v in docs {
             match v["kind"].as_str() {
                 Some("ServiceAccount") => m.accounts.push(typed(&file, v)),
                 Some("ClusterRole") => m.roles.push(typed(&file, v)),

@@ -334,10 +334,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let servers = match self.servers.lock() {
-            Ok(mut s) => std::mem::take(&mut *s),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let servers = std::mem::take(&mut *serve::lock(&self.servers));
         serve::shutdown_all(&servers);
         for name in self.created.iter().rev() {
             if let Err(e) = netns::delete(name) {

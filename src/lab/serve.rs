@@ -36,10 +36,7 @@ impl Shared {
     fn join(&self) {
         // Listeners first: once they are gone nobody adds connections.
         for list in [&self.listeners, &self.conns] {
-            let handles = match list.lock() {
-                Ok(mut l) => std::mem::take(&mut *l),
-                Err(p) => std::mem::take(&mut *p.into_inner()),
-            };
+            let handles = std::mem::take(&mut *lock(list));
             for h in handles {
                 let _ = h.join();
             }
@@ -142,15 +139,14 @@ impl Lab {
                 })?;
             lock(&shared.listeners).push(handle);
         }
-        match self.servers.lock() {
-            Ok(mut s) => s.push(shared),
-            Err(p) => p.into_inner().push(shared),
-        }
+        lock(&self.servers).push(shared);
         Ok(guard)
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, also when a thread panicked holding it (the lab still has to
+/// clean up).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
