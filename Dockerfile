@@ -8,7 +8,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin kube-nftpolicy
+RUN cargo build --release --locked -p kube-nftpolicy --bin kube-nftpolicy
 
 FROM debian:bookworm-slim
 # libnftnl11 and libmnl0 are the only runtime libraries; nftables gives

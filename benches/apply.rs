@@ -16,13 +16,13 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::{ApplyKind, Dataplane, NetlinkDataplane};
-use kube_nftpolicy::model::Protocol;
-use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::render::{range_text, render};
-use kube_nftpolicy::ruleset::{build::build, Ruleset, TABLE_NAME};
-use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
-use kube_nftpolicy::testing::{pod, PodExt};
+use nftpolicy_core::model::Protocol;
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::render::{range_text, render};
+use nftpolicy_core::ruleset::{build::build, Ruleset, TABLE_NAME};
+use nftpolicy_nft::{ApplyKind, Dataplane, NetlinkDataplane};
+use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
+use nftpolicy_testkit::{pod, PodExt};
 
 struct Netns(String);
 

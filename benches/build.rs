@@ -5,12 +5,12 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use kube_nftpolicy::dataplane::{Dataplane, FakeDataplane};
-use kube_nftpolicy::model::{Protocol, Selector, Snapshot};
-use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::{build::build, render::render};
-use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
-use kube_nftpolicy::testing::{pod, PodExt, PolicyExt, RuleExt};
+use nftpolicy_core::model::{Protocol, Selector, Snapshot};
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::{build::build, render::render};
+use nftpolicy_nft::{Dataplane, FakeDataplane};
+use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
+use nftpolicy_testkit::{pod, PodExt, PolicyExt, RuleExt};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("resolve+build");
@@ -58,7 +58,7 @@ fn changes(s: &Snapshot) -> Vec<(&'static str, Snapshot)> {
     let key = edited.policies.keys().nth(1).cloned().expect("policies");
     if let Some(p) = edited.policies.get_mut(&key) {
         *p = p.clone().ingress(
-            kube_nftpolicy::testing::rule()
+            nftpolicy_testkit::rule()
                 .pods(Selector::labels([("app", "app-3")]))
                 .port(Protocol::Tcp, 9000),
         );

@@ -11,7 +11,7 @@
 //! google.com behind node 1. Everything it holds comes from the manifests in
 //! `examples/calico/`, one file per step of the tutorial (`00-cluster.yaml`,
 //! `01-default-deny-ingress.yaml`, ..., `egress/05-...yaml`), read with the
-//! real manifest loader (`kube_nftpolicy::files::load`):
+//! real manifest loader (`nftpolicy_source::files::load`):
 //!
 //! - Pods are created where the manifests put them (`nodeName: node-N` is lab
 //!   node N) with the addresses the manifests give, and each destination the
@@ -41,11 +41,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::{ApplyReport, Dataplane};
-use kube_nftpolicy::files;
-use kube_nftpolicy::lab::{Cluster, Family, Host, Matrix, ProbeJob, ProbeKey, Proto};
-use kube_nftpolicy::model::Snapshot;
-use kube_nftpolicy::ruleset::render::render;
+use nftpolicy_core::model::Snapshot;
+use nftpolicy_core::ruleset::render::render;
+use nftpolicy_lab::{Cluster, Family, Host, Matrix, ProbeJob, ProbeKey, Proto};
+use nftpolicy_nft::{ApplyReport, Dataplane};
+use nftpolicy_source::files;
 
 /// How long a probe waits for its reply. A probe that gets none is sent once
 /// more before it counts as blocked, so a blocked flow costs two of these.
@@ -292,7 +292,7 @@ pub struct Outcome {
 
 /// The objects of the manifests after step `step` (0-based; node names as
 /// the manifests spell them): each step's file read with
-/// `kube_nftpolicy::files::load` and laid over the earlier ones, an object
+/// `nftpolicy_source::files::load` and laid over the earlier ones, an object
 /// replacing the one with the same kind and namespace/name.
 pub fn manifests_after(step: usize) -> Result<Snapshot, String> {
     let mut snapshot = Snapshot::default();
@@ -409,7 +409,7 @@ pub fn run() -> Result<Outcome, String> {
 /// Creates the pods of step 0 in the lab, starts the echo servers the flows
 /// need, and returns every host a flow names.
 fn build_lab(cluster: &mut Cluster) -> Result<BTreeMap<&'static str, Host>, String> {
-    let lab_err = |e: kube_nftpolicy::lab::LabError| e.to_string();
+    let lab_err = |e: nftpolicy_lab::LabError| e.to_string();
     let pods = load_step(&STEPS[0])?.pods;
     let mut by_name: BTreeMap<String, Host> = BTreeMap::new();
     for pod in pods.values() {

@@ -25,15 +25,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::{Dataplane, NetlinkDataplane};
-use kube_nftpolicy::lab::{netns, Lab, Stack};
-use kube_nftpolicy::model::{Protocol, Selector, Snapshot};
-use kube_nftpolicy::resolve::{resolve, Peers, Ports, Resolution};
-use kube_nftpolicy::ruleset::build::build;
-use kube_nftpolicy::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
-use kube_nftpolicy::ruleset::Hook;
-use kube_nftpolicy::synth::{cluster, Spec, LOCAL_NODE};
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::{Protocol, Selector, Snapshot};
+use nftpolicy_core::resolve::{resolve, Peers, Ports, Resolution};
+use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
+use nftpolicy_core::ruleset::Hook;
+use nftpolicy_lab::{netns, Lab, Stack};
+use nftpolicy_nft::{Dataplane, NetlinkDataplane};
+use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
+use nftpolicy_testkit::*;
 
 const ECHO: u16 = 80;
 const SINK: u16 = 5001;
@@ -265,7 +265,7 @@ fn kube_router(r: &Resolution) -> (String, String) {
     let (mut sets, mut chains, mut rules) = (String::new(), String::new(), String::new());
     rules.push_str("-A FORWARD -j KUBE-ROUTER-FORWARD\n-A KUBE-ROUTER-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
     chains.push_str(":KUBE-ROUTER-FORWARD - [0:0]\n");
-    let policy_index = |key: &kube_nftpolicy::model::NamespacedName, dir| {
+    let policy_index = |key: &nftpolicy_core::model::NamespacedName, dir| {
         r.policies
             .iter()
             .position(|p| &p.key == key && p.direction == dir)
@@ -273,7 +273,7 @@ fn kube_router(r: &Resolution) -> (String, String) {
     };
     for (i, p) in r.policies.iter().enumerate() {
         chains.push_str(&format!(":KRN-{i} - [0:0]\n"));
-        let field = if p.direction == kube_nftpolicy::model::Direction::Ingress {
+        let field = if p.direction == nftpolicy_core::model::Direction::Ingress {
             "src"
         } else {
             "dst"
@@ -321,9 +321,9 @@ fn kube_router(r: &Resolution) -> (String, String) {
             }
             for key in policies {
                 let d = if dir == "I" {
-                    kube_nftpolicy::model::Direction::Ingress
+                    nftpolicy_core::model::Direction::Ingress
                 } else {
-                    kube_nftpolicy::model::Direction::Egress
+                    nftpolicy_core::model::Direction::Egress
                 };
                 rules.push_str(&format!("-A {chain} -j KRN-{}\n", policy_index(key, d)));
             }
@@ -400,7 +400,7 @@ fn start_servers(ns: &str) -> Res<Counters> {
     run_stdin(ns, "nft", &["-f", "-"], UDP_SINK)?;
     let (echo, sink) = netns::in_netns(ns, || {
         let bind = |p| TcpListener::bind(("0.0.0.0", p));
-        let io = |e: std::io::Error| kube_nftpolicy::lab::LabError::Io {
+        let io = |e: std::io::Error| nftpolicy_lab::LabError::Io {
             context: "bench server".into(),
             source: e,
         };
@@ -541,7 +541,7 @@ fn in_client<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Res<T> {
     Ok(netns::in_netns(ns, move || {
-        f().map_err(|e| kube_nftpolicy::lab::LabError::Io {
+        f().map_err(|e| nftpolicy_lab::LabError::Io {
             context: "bench client".into(),
             source: e,
         })

@@ -9,6 +9,6 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "scripts/test.sh: the kernel tests need root (network namespaces, nftables)" >&2
   exit 1
 fi
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
-cargo test --all-features
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use agent_fake_api::fake::{FakeApi, Res};
 use agent_fake_api::harness::{namespace, pod, policy};
-use kube_nftpolicy::dataplane::NetlinkDataplane;
-use kube_nftpolicy::lab::{Cluster, Host, Proto, Serve, Stack};
 use kube_nftpolicy::metrics::{Health, Metrics};
 use kube_nftpolicy::sync::{self, SyncConfig};
+use nftpolicy_lab::{Cluster, Host, Proto, Serve, Stack};
+use nftpolicy_nft::NetlinkDataplane;
 use serde_json::json;
 use tokio::sync::oneshot;
 

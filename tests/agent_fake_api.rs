@@ -15,8 +15,8 @@ use agent_fake_api::fake::{FakeApi, Res};
 use agent_fake_api::harness::{
     allows, eventually, has_pod_chain, holds, namespace, pod, policy, Agent, NODE,
 };
-use kube_nftpolicy::dataplane::{ApplyKind, ApplyReport};
 use kube_nftpolicy::sync::SyncConfig;
+use nftpolicy_nft::{ApplyKind, ApplyReport};
 use serde_json::json;
 
 const WEB: &str = "10.244.0.10";

@@ -32,10 +32,10 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::ApplyKind;
-use kube_nftpolicy::lab::{netns, Cluster, Family, Host, Matrix, Proto, Serve, Stack};
-use kube_nftpolicy::model::{Namespace, NamespacedName, Pod, Snapshot};
-use kube_nftpolicy::testing::{policy, PolicyExt};
+use nftpolicy_core::model::{Namespace, NamespacedName, Pod, Snapshot};
+use nftpolicy_lab::{netns, Cluster, Family, Host, Matrix, Proto, Serve, Stack};
+use nftpolicy_nft::ApplyKind;
+use nftpolicy_testkit::{policy, PolicyExt};
 
 use reach::{expected_cell, Body, Case, Step, NAMESPACES, PODS, PORTS};
 
@@ -156,7 +156,7 @@ fn conntrack_of_leaks(c: &Cluster, got: &Matrix, want: &Matrix) -> String {
         let text = netns::in_netns(node.netns(), || {
             // `/proc/net` is the netns of the main thread; this thread entered the node.
             std::fs::read_to_string("/proc/thread-self/net/nf_conntrack").map_err(|source| {
-                kube_nftpolicy::lab::LabError::Io {
+                nftpolicy_lab::LabError::Io {
                     context: "read /proc/net/nf_conntrack".into(),
                     source,
                 }
@@ -416,7 +416,7 @@ fn established_flows_survive_an_incremental_apply_that_denies_new_ones() {
     // Step 3: back to no policy.
     let deny_in = policy("y", "deny-ingress").types(true, false);
     let deny_out = policy("x", "deny-egress").types(false, true);
-    let steps: [(&str, Vec<kube_nftpolicy::model::Policy>, bool); 3] = [
+    let steps: [(&str, Vec<nftpolicy_core::model::Policy>, bool); 3] = [
         ("y denies ingress", vec![deny_in.clone()], false),
         (
             "y denies ingress and x denies egress",

@@ -11,9 +11,9 @@ mod netns;
 #[path = "dataplane_kernel/sample.rs"]
 mod sample;
 
-use kube_nftpolicy::dataplane::{self, kernel_listing, ApplyKind, Dataplane};
-use kube_nftpolicy::ruleset::render::render;
-use kube_nftpolicy::ruleset::{BaseChain, Hook, MapElement, Protocol, Rule, Ruleset, Verdict};
+use nftpolicy_core::ruleset::render::render;
+use nftpolicy_core::ruleset::{BaseChain, Hook, MapElement, Protocol, Rule, Ruleset, Verdict};
+use nftpolicy_nft::{self as dataplane, kernel_listing, ApplyKind, Dataplane};
 
 use netns::*;
 use sample::*;
@@ -407,7 +407,8 @@ fn cleanup_removes_only_our_table() {
 /// the other into one namespace: real rulesets, full and incremental.
 #[test]
 fn golden_rulesets_apply_one_after_another() {
-    use kube_nftpolicy::{files, resolve::resolve, ruleset::build::build};
+    use nftpolicy_core::{resolve::resolve, ruleset::build::build};
+    use nftpolicy_source::files;
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let mut dirs: Vec<_> = std::fs::read_dir("tests/golden")

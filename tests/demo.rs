@@ -6,7 +6,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use kube_nftpolicy::files;
+use nftpolicy_source::files;
 
 #[allow(dead_code)]
 #[path = "../examples/calico_demo.rs"]

@@ -1,15 +1,15 @@
-//! Manifest loading (`kube_nftpolicy::files`): real kubectl dumps, the file
+//! Manifest loading (`nftpolicy_source::files`): real kubectl dumps, the file
 //! shapes we accept, and one expected `Problem` per kind of bad input, with
 //! the rest of the file still loaded.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use kube_nftpolicy::files::{self, Format, Issue, LoadError, Loaded, Loader, Skipped};
-use kube_nftpolicy::model::{
+use nftpolicy_core::model::{
     NamespaceScope, NamespacedName, Operator, Peer, PodPhase, PolicyTypes, PortRef, PortSpec,
     Protocol, Rule, Selector,
 };
+use nftpolicy_source::files::{self, Format, Issue, LoadError, Loaded, Loader, Skipped};
 
 mod files_cases;
 
@@ -381,7 +381,7 @@ fn a_field_outside_spec_is_reported_not_silently_dropped() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-policy}\nspec: {podSelector: {matchLabels: {role: db}}}\npolicyTypes: [Ingress]\ningress: [{from: [{podSelector: {matchLabels: {name: api}}}]}]\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ok}\n",
     )
     .unwrap();
-    let loaded = kube_nftpolicy::files::load(&[file]).unwrap();
+    let loaded = nftpolicy_source::files::load(&[file]).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(loaded.problems.len(), 1, "{:?}", loaded.problems);
     let p = &loaded.problems[0];

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use kube_nftpolicy::files::{Format, Loaded, Loader};
+use nftpolicy_source::files::{Format, Loaded, Loader};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 

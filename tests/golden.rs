@@ -40,10 +40,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kube_nftpolicy::files;
-use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::build::build;
-use kube_nftpolicy::ruleset::render::render;
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::render::render;
+use nftpolicy_source::files;
 
 /// The node a case is rendered for when `input.yaml` names none.
 const DEFAULT_NODE: &str = "node-1";

@@ -1,4 +1,4 @@
-//! Kernel tests of the namespace lab itself (`kube_nftpolicy::lab`).
+//! Kernel tests of the namespace lab itself (`nftpolicy_lab`).
 //!
 //! They need root, veth, bridge, br_netfilter and nf_tables. They do not skip
 //! when those are missing: a run without root fails with a clear message.
@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::lab::{Family, Host, Lab, Proto, Server, Stack};
+use nftpolicy_lab::{Family, Host, Lab, Proto, Server, Stack};
 
 /// Timeout of a probe expected to be blocked.
 const T: Duration = Duration::from_millis(300);

@@ -24,11 +24,11 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::{ApplyError, ApplyKind, Dataplane};
-use kube_nftpolicy::lab::{netns, Cluster, Family, Host, Lab, Proto, Serve, Stack, Stream};
-use kube_nftpolicy::model::{Protocol, Selector};
-use kube_nftpolicy::ruleset::{AddrField, Match, Rule, Verdict};
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::{Protocol, Selector};
+use nftpolicy_core::ruleset::{AddrField, Match, Rule, Verdict};
+use nftpolicy_lab::{netns, Cluster, Family, Host, Lab, Proto, Serve, Stack, Stream};
+use nftpolicy_nft::{ApplyError, ApplyKind, Dataplane};
+use nftpolicy_testkit::*;
 
 /// Timeout of a probe expected to be blocked.
 const T: Duration = Duration::from_millis(400);
@@ -511,7 +511,7 @@ fn a_rejected_batch_leaves_the_previous_ruleset_whole() {
             0,
             Rule::new(
                 vec![Match::AddrInSet {
-                    family: kube_nftpolicy::ruleset::Family::V4,
+                    family: nftpolicy_core::ruleset::Family::V4,
                     field: AddrField::Source,
                     set: "peers-no-such-set-v4".into(),
                 }],

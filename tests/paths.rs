@@ -25,10 +25,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::ApplyKind;
-use kube_nftpolicy::lab::{netns, Cluster, Family, Host, Lab, Matrix, Proto, Serve, Stack};
-use kube_nftpolicy::model::{Policy, Protocol, Selector};
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::{Policy, Protocol, Selector};
+use nftpolicy_lab::{netns, Cluster, Family, Host, Lab, Matrix, Proto, Serve, Stack};
+use nftpolicy_nft::ApplyKind;
+use nftpolicy_testkit::*;
 
 // ---------------------------------------------------------------------------
 // Helpers (tests/kernel_checks/)
@@ -362,7 +362,7 @@ fn service_cluster_ip_is_judged_by_the_backend_address() {
     let backends = || {
         Selector::everything().with(
             "app",
-            kube_nftpolicy::model::Operator::In(
+            nftpolicy_core::model::Operator::In(
                 ["backend".to_owned(), "backend-local".to_owned()].into(),
             ),
         )

@@ -7,13 +7,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use kube_nftpolicy::model::net::Family;
-use kube_nftpolicy::model::*;
-use kube_nftpolicy::resolve::explain::{explain, Endpoint, Flow};
-use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::build::build;
-use kube_nftpolicy::ruleset::trace::L4;
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::net::Family;
+use nftpolicy_core::model::*;
+use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::trace::L4;
+use nftpolicy_testkit::*;
 use proptest::prelude::*;
 
 // ---------- the independent oracle ----------
@@ -407,8 +407,8 @@ proptest! {
         s.namespaces.values().rev().for_each(|n| reversed.add_namespace(n.clone()));
         for node in ["node0", "node1"] {
             prop_assert_eq!(
-                kube_nftpolicy::ruleset::render::render(&build(&resolve(&s, node))),
-                kube_nftpolicy::ruleset::render::render(&build(&resolve(&reversed, node)))
+                nftpolicy_core::ruleset::render::render(&build(&resolve(&s, node))),
+                nftpolicy_core::ruleset::render::render(&build(&resolve(&reversed, node)))
             );
         }
     }

@@ -34,13 +34,13 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use kube_nftpolicy::files::{self, Format, Loader};
-use kube_nftpolicy::model::{Direction, NamespacedName, Policy, Protocol, Selector, Snapshot};
-use kube_nftpolicy::resolve::explain::{explain, Endpoint, Flow};
-use kube_nftpolicy::resolve::resolve;
-use kube_nftpolicy::ruleset::trace::{CtState, Packet, L4};
-use kube_nftpolicy::ruleset::Hook;
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::{Direction, NamespacedName, Policy, Protocol, Selector, Snapshot};
+use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::trace::{CtState, Packet, L4};
+use nftpolicy_core::ruleset::Hook;
+use nftpolicy_source::files::{self, Format, Loader};
+use nftpolicy_testkit::*;
 
 // ---------------------------------------------------------------------------
 // Helpers

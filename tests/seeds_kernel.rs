@@ -53,12 +53,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::ApplyKind;
-use kube_nftpolicy::files::{self, Format, Loader};
-use kube_nftpolicy::lab::{Cluster, Family, Host, Lab, Proto, Serve, Server, Stack, Stream};
-use kube_nftpolicy::model::{Policy, Protocol};
-use kube_nftpolicy::ruleset::Ruleset;
-use kube_nftpolicy::testing::*;
+use nftpolicy_core::model::{Policy, Protocol};
+use nftpolicy_core::ruleset::Ruleset;
+use nftpolicy_lab::{Cluster, Family, Host, Lab, Proto, Serve, Server, Stack, Stream};
+use nftpolicy_nft::ApplyKind;
+use nftpolicy_source::files::{self, Format, Loader};
+use nftpolicy_testkit::*;
 
 // ---------------------------------------------------------------------------
 // Helpers (tests/kernel_checks/)
@@ -109,7 +109,7 @@ const TCP80: Via = Via::Tcp(80);
 const PING: Via = Via::Ping;
 
 /// The golden input of a case (the tutorial's final state), as the CLI loads it.
-fn golden(case: &str) -> kube_nftpolicy::model::Snapshot {
+fn golden(case: &str) -> nftpolicy_core::model::Snapshot {
     let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(case)

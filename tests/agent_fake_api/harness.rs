@@ -6,13 +6,13 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::dataplane::{ApplyError, ApplyReport, Dataplane, FakeDataplane};
 use kube_nftpolicy::metrics::{Health, Metrics};
-use kube_nftpolicy::model::{Direction, NamespacedName, Protocol};
-use kube_nftpolicy::ruleset::names::pod_chain;
-use kube_nftpolicy::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
-use kube_nftpolicy::ruleset::{Hook, Ruleset};
 use kube_nftpolicy::sync::{self, SyncConfig};
+use nftpolicy_core::model::{Direction, NamespacedName, Protocol};
+use nftpolicy_core::ruleset::names::pod_chain;
+use nftpolicy_core::ruleset::trace::{trace, CtState, Outcome, Packet, L4};
+use nftpolicy_core::ruleset::{Hook, Ruleset};
+use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane, FakeDataplane};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 

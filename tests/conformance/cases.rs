@@ -35,9 +35,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use kube_nftpolicy::lab::Proto;
-use kube_nftpolicy::model::{NamespacedName, Operator, Policy, Protocol, Selector, Snapshot};
-use kube_nftpolicy::testing::{policy, rule, PolicyExt, RuleExt};
+use nftpolicy_core::model::{NamespacedName, Operator, Policy, Protocol, Selector, Snapshot};
+use nftpolicy_lab::Proto;
+use nftpolicy_testkit::{policy, rule, PolicyExt, RuleExt};
 
 use super::reach::*;
 

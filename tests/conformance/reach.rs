@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use kube_nftpolicy::lab::{ProbeKey, Proto};
-use kube_nftpolicy::model::{Policy, Snapshot};
+use nftpolicy_core::model::{Policy, Snapshot};
+use nftpolicy_lab::{ProbeKey, Proto};
 
 /// The upstream model: namespaces x, y, z with pods a, b, c each.
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];

@@ -5,9 +5,9 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kube_nftpolicy::dataplane::{kernel_listing, ApplyKind, Dataplane, NetlinkDataplane};
-use kube_nftpolicy::ruleset::render::render;
-use kube_nftpolicy::ruleset::Ruleset;
+use nftpolicy_core::ruleset::render::render;
+use nftpolicy_core::ruleset::Ruleset;
+use nftpolicy_nft::{kernel_listing, ApplyKind, Dataplane, NetlinkDataplane};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use kube_nftpolicy::ruleset::{
+use nftpolicy_core::ruleset::{
     AddrField, AddrRange, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match,
     PortRange, Protocol, Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };

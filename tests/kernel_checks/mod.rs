@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use kube_nftpolicy::lab::{Family, Host, Lab, Proto};
-use kube_nftpolicy::model::Selector;
+use nftpolicy_core::model::Selector;
+use nftpolicy_lab::{Family, Host, Lab, Proto};
 
 /// Timeout of a probe expected to be blocked (and of the first try of one
 /// expected to connect).
@@ -135,8 +135,9 @@ pub fn attempt(lab: &Lab, c: &Check, timeout: Duration) -> Result<String, String
         Via::Udp(p) => lab
             .request(&c.from, c.to, p, Proto::Udp, timeout)
             .map_err(|e| e.to_string()),
-        Via::Ping => kube_nftpolicy::lab::ping::ping(&c.from, c.to, timeout)
-            .map(|()| "echo reply".to_owned()),
+        Via::Ping => {
+            nftpolicy_lab::ping::ping(&c.from, c.to, timeout).map(|()| "echo reply".to_owned())
+        }
     }
 }
 

@@ -1,0 +1,378 @@
+//! The command line: argument types (clap) and the offline commands.
+//!
+//! Exit codes (also in `--help` and README): 0 done; 1 error, nothing done;
+//! 2 usage error; 3 done, but some objects were skipped as invalid (each
+//! reported on stderr); 5 `explain`: the flow is denied.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use nftpolicy_core::model::{NamespacedName, Protocol, Snapshot};
+use nftpolicy_core::resolve::explain::{explain, Endpoint, Explanation, Flow, Side, SideResult};
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::{build::build, render::render};
+
+mod controller;
+pub use controller::{run_controller, ControllerArgs, LogFormat};
+
+/// Exit code: done.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: error, nothing done.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: done, but invalid objects were skipped.
+pub const EXIT_SKIPPED: u8 = 3;
+/// Exit code of `explain`: the flow is denied.
+pub const EXIT_DENIED: u8 = 5;
+
+const EXIT_CODES: &str = "Exit codes: 0 done; 1 error, nothing done; 2 usage error; \
+3 done, but invalid objects were skipped (each reported on stderr); \
+5 (explain) the flow is denied.";
+
+/// Kubernetes NetworkPolicy enforcement with one atomic nftables table per node.
+#[derive(Debug, Parser)]
+#[command(name = "kube-nftpolicy", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the nftables table for the pods of one node.
+    #[command(after_help = EXIT_CODES)]
+    Render(RenderArgs),
+    /// Tell whether a flow is allowed, and which policies and rules decide it.
+    #[command(after_help = EXIT_CODES)]
+    Explain(ExplainArgs),
+    /// Compute the table for one node and load it into the kernel in one
+    /// atomic netlink batch (replacing our previous table, nothing else).
+    #[command(after_help = EXIT_CODES)]
+    Apply(ApplyArgs),
+    /// Remove our table `inet kube-nftpolicy`, and nothing else.
+    #[command(after_help = EXIT_CODES)]
+    Cleanup(CleanupArgs),
+    /// Run the node agent (the DaemonSet): watch the API, keep this node's
+    /// table in step. Stops on SIGTERM and leaves the table in place.
+    Controller(ControllerArgs),
+}
+
+/// `apply` arguments.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifests.
+    #[command(flatten)]
+    pub sources: Sources,
+    /// The node whose pods get chains (`spec.nodeName`).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+    /// Apply inside the network namespace /run/netns/NAME instead of the current one.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Compute and print the table, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `cleanup` arguments.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Remove the table inside /run/netns/NAME instead of the current namespace.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+}
+
+/// Where manifests come from.
+#[derive(Debug, Args)]
+pub struct Sources {
+    /// A manifest file or a directory of *.yaml, *.yml, *.json (repeatable),
+    /// as `kubectl get ns,pods,networkpolicies -A -o yaml` prints them.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// `render` arguments.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Manifests.
+    #[command(flatten)]
+    pub sources: Sources,
+    /// The node whose pods get chains (`spec.nodeName`).
+    #[arg(long, value_name = "NAME")]
+    pub node: String,
+}
+
+/// Output formats of `explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object.
+    Json,
+}
+
+/// `explain` arguments.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Manifests.
+    #[command(flatten)]
+    pub sources: Sources,
+    /// Source: `namespace/pod` or an IP address.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub from: Endpoint,
+    /// Destination: `namespace/pod` or an IP address.
+    #[arg(long, value_parser = parse_endpoint)]
+    pub to: Endpoint,
+    /// Destination port, with an optional protocol: `80`, `53/udp`, `9/sctp`.
+    #[arg(long, value_parser = parse_port)]
+    pub port: (u16, Protocol),
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Parses `ns/pod` or an IP address.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    if let Ok(ip) = s.parse() {
+        return Ok(Endpoint::Addr(ip));
+    }
+    match s.split_once('/') {
+        Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {
+            Ok(Endpoint::Pod(NamespacedName::new(ns, pod)))
+        }
+        _ => Err(format!("{s:?} is neither namespace/pod nor an IP address")),
+    }
+}
+
+/// Parses `80`, `80/tcp`, `53/udp`, `9/sctp` (protocol case-insensitive).
+pub fn parse_port(s: &str) -> Result<(u16, Protocol), String> {
+    let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let protocol = Protocol::from_k8s(&proto.to_ascii_uppercase())
+        .ok_or_else(|| format!("unknown protocol {proto:?}: use tcp, udp or sctp"))?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok((p, protocol)),
+        _ => Err(format!("port {port:?} must be a number from 1 to 65535")),
+    }
+}
+
+/// Loads manifests, reporting skipped objects on stderr. `Err` carries the exit code.
+pub fn load(sources: &Sources) -> Result<(Snapshot, bool), u8> {
+    match nftpolicy_source::files::load(&sources.files) {
+        Ok(loaded) => {
+            for p in &loaded.problems {
+                eprintln!("warning: {p}");
+            }
+            Ok((loaded.snapshot, !loaded.problems.is_empty()))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_ERROR)
+        }
+    }
+}
+
+fn code(skipped: bool) -> u8 {
+    if skipped {
+        EXIT_SKIPPED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// `render`: prints the table for `--node`.
+pub fn run_render(args: &RenderArgs) -> u8 {
+    let (snapshot, skipped) = match load(&args.sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    print!("{}", render(&build(&resolve(&snapshot, &args.node))));
+    code(skipped)
+}
+
+/// `apply`: one atomic batch into the kernel (or print it with `--dry-run`).
+pub fn run_apply(args: &ApplyArgs) -> u8 {
+    use nftpolicy_nft::{Dataplane, NetlinkDataplane};
+    let (snapshot, skipped) = match load(&args.sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let ruleset = build(&resolve(&snapshot, &args.node));
+    if args.dry_run {
+        print!("{}", render(&ruleset));
+        return code(skipped);
+    }
+    let result = NetlinkDataplane::new(args.netns.as_deref()).and_then(|mut dp| dp.apply(&ruleset));
+    match result {
+        Ok(report) => {
+            eprintln!(
+                "applied: {:?}, {} messages, {} bytes, {:?}",
+                report.kind, report.messages, report.bytes, report.duration
+            );
+            code(skipped)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `cleanup`: deletes our table only.
+pub fn run_cleanup(args: &CleanupArgs) -> u8 {
+    match nftpolicy_nft::cleanup(args.netns.as_deref()) {
+        Ok(true) => {
+            eprintln!("removed table inet kube-nftpolicy");
+            EXIT_OK
+        }
+        Ok(false) => {
+            eprintln!("table inet kube-nftpolicy was not there");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
+    }
+}
+
+/// `explain`: prints the verdict and its reasons.
+pub fn run_explain(args: &ExplainArgs) -> u8 {
+    let (snapshot, skipped) = match load(&args.sources) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let flow = Flow {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        port: args.port.0,
+        protocol: args.port.1,
+    };
+    let e = match explain(&snapshot, &flow) {
+        Ok(e) => e,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return EXIT_ERROR;
+        }
+    };
+    match args.output {
+        Output::Json => match serde_json::to_string_pretty(&e) {
+            Ok(s) => println!("{s}"),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return EXIT_ERROR;
+            }
+        },
+        Output::Text => print!("{}", explanation_text(&e)),
+    }
+    if !e.allowed {
+        EXIT_DENIED
+    } else {
+        code(skipped)
+    }
+}
+
+/// The text form of an explanation.
+pub fn explanation_text(e: &Explanation) -> String {
+    let mut out = format!(
+        "{}: {} -> {} {}/{}\n",
+        if e.allowed { "ALLOWED" } else { "DENIED" },
+        e.from,
+        e.to,
+        e.port,
+        e.protocol
+    );
+    for side in [&e.egress, &e.ingress] {
+        out.push_str(&side_text(side));
+    }
+    out
+}
+
+fn side_text(side: &Side) -> String {
+    let who = side.pod.as_deref().unwrap_or("(not a pod)");
+    let mut out = format!("  {} of {who}: ", side.direction);
+    let list = |v: &[String]| v.join(", ");
+    match side.result {
+        SideResult::NotAPod => out.push_str("not a pod, no policy applies\n"),
+        SideResult::Ignored => {
+            out.push_str(&format!(
+                "ignored ({})\n",
+                side.note.as_deref().unwrap_or("")
+            ));
+        }
+        SideResult::NotIsolated => out.push_str("not isolated, allowed\n"),
+        SideResult::Allowed | SideResult::Denied => {
+            let verdict = if side.result == SideResult::Allowed {
+                "allowed"
+            } else {
+                "denied"
+            };
+            out.push_str(&format!(
+                "{verdict}; isolated by {}\n",
+                list(&side.isolated_by)
+            ));
+            if side.allowed_by.is_empty() {
+                out.push_str(&format!(
+                    "    no rule of these policies allows {}\n",
+                    side.direction
+                ));
+            }
+            for r in &side.allowed_by {
+                out.push_str(&format!(
+                    "    allowed by {} {}[{}]\n",
+                    r.policy, side.direction, r.rule
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    ExitCode::from(match &cli.command {
+        Command::Render(a) => run_render(a),
+        Command::Explain(a) => run_explain(a),
+        Command::Apply(a) => run_apply(a),
+        Command::Cleanup(a) => run_cleanup(a),
+        Command::Controller(a) => run_controller(a),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_port_table() {
+        let cases = [
+            ("80", Ok((80, Protocol::Tcp))),
+            ("53/udp", Ok((53, Protocol::Udp))),
+            ("9/SCTP", Ok((9, Protocol::Sctp))),
+            ("0", Err(())),
+            ("65536", Err(())),
+            ("80/icmp", Err(())),
+            ("http", Err(())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_port(input).map_err(|_| ()), want, "case: {input}");
+        }
+    }
+
+    #[test]
+    fn parse_endpoint_table() {
+        let cases = [
+            ("x/a", Ok(Endpoint::Pod(NamespacedName::new("x", "a")))),
+            ("10.0.0.1", Ok(Endpoint::Addr("10.0.0.1".parse().unwrap()))),
+            ("fd00::1", Ok(Endpoint::Addr("fd00::1".parse().unwrap()))),
+            ("x", Err(())),
+            ("x/a/b", Err(())),
+            ("/a", Err(())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_endpoint(input).map_err(|_| ()), want, "case: {input}");
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! [`Stores`]: the agent's view of the cluster, fed by the watchers and read
+//! by the sync loop.
+//!
+//! A reflector of `model` objects: each watch event is converted on arrival
+//! and applied to one [`Snapshot`]. A (re-)list is buffered from `Init` to
+//! `InitDone` and then replaces that kind's objects whole, so a re-list
+//! after `410 Gone` or a lost connection never shows a half-listed kind; the
+//! old view stays enforced meanwhile. [`Stores::take`] gives nothing until
+//! every kind has listed once: a partial view could open or close traffic
+//! wrongly. An event or re-list that leaves the view as it was (a pod's
+//! status update, once trimmed and converted, usually does) is no change:
+//! it does not wake the sync loop.
+//!
+//! An object that cannot be read is warned about (once per change), counted
+//! in `kube_nftpolicy_invalid_objects` and `errors_total{kind="invalid_object"}`,
+//! and left out of the snapshot; the other objects still apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use kube::runtime::watcher::Event;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tracing::warn;
+
+use super::trim::{convert, Object};
+use super::Kind;
+use crate::metrics::Metrics;
+use nftpolicy_core::model::{NamespacedName, Snapshot};
+
+/// What [`Stores::take`] hands to a sync.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    /// The whole view: every namespace, pod and policy.
+    pub snapshot: Snapshot,
+    /// Arrival of the oldest event not covered by an earlier take.
+    pub pending_since: Option<Instant>,
+}
+
+/// What [`Stores::take`] found.
+#[derive(Debug, Clone)]
+pub enum Take {
+    /// Some kind has not listed completely yet: apply nothing.
+    NotListed,
+    /// Nothing changed since the last take, and no sync was forced.
+    Unchanged,
+    /// The view to sync.
+    Snapshot(Taken),
+}
+
+/// A watcher event, its object converted (before the store is locked).
+enum Step {
+    Init,
+    /// An object of a list; its key if it could not be read.
+    Listed(Result<Object, NamespacedName>),
+    Done,
+    /// An added or modified object; its key if it could not be read.
+    Apply(Result<Object, NamespacedName>),
+    Delete(NamespacedName),
+}
+
+#[derive(Debug, Default)]
+struct KindState {
+    listed: bool,
+    /// Objects of a list in progress (`Init` .. `InitDone`).
+    relist: Option<Vec<Object>>,
+    relist_invalid: BTreeSet<NamespacedName>,
+    invalid: BTreeSet<NamespacedName>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    snapshot: Snapshot,
+    kinds: [KindState; 3],
+    changed: bool,
+    pending_since: Option<Instant>,
+    generation: u64,
+}
+
+/// The three stores (namespaces, pods, policies) and the sync trigger.
+pub struct Stores {
+    state: Mutex<State>,
+    notify: Notify,
+    metrics: Arc<Metrics>,
+}
+
+fn key_of<K: Resource>(kind: Kind, obj: &K) -> NamespacedName {
+    match kind {
+        Kind::Namespace => NamespacedName::new("", obj.name_any()),
+        _ => NamespacedName::new(obj.namespace().unwrap_or_default(), obj.name_any()),
+    }
+}
+
+fn object_key(o: &Object) -> NamespacedName {
+    match o {
+        Object::Namespace(n) => NamespacedName::new("", n.name.clone()),
+        Object::Pod(p) => p.key(),
+        Object::Policy(p) => NamespacedName::new(p.namespace.clone(), p.name.clone()),
+    }
+}
+
+/// Adds or replaces `o`; `false` if an equal object was already there.
+fn insert(s: &mut Snapshot, o: Object) -> bool {
+    let same = match &o {
+        Object::Namespace(n) => s.namespaces.get(&n.name) == Some(n),
+        Object::Pod(p) => s.pods.get(&p.key()) == Some(p),
+        Object::Policy(p) => s.policies.get(&object_key(&o)) == Some(p),
+    };
+    if same {
+        return false;
+    }
+    match o {
+        Object::Namespace(n) => s.add_namespace(n),
+        Object::Pod(p) => s.add_pod(p),
+        Object::Policy(p) => s.add_policy(p),
+    }
+    true
+}
+
+/// Replaces `old` with `new`; whether they differed.
+fn swap<K: Ord, V: PartialEq>(old: &mut BTreeMap<K, V>, new: BTreeMap<K, V>) -> bool {
+    let differ = *old != new;
+    *old = new;
+    differ
+}
+
+fn remove(s: &mut Snapshot, kind: Kind, key: &NamespacedName) -> bool {
+    match kind {
+        Kind::Namespace => s.namespaces.remove(&key.name).is_some(),
+        Kind::Pod => s.pods.remove(key).is_some(),
+        Kind::NetworkPolicy => s.policies.remove(key).is_some(),
+    }
+}
+
+impl Stores {
+    /// Empty stores; nothing listed yet.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            notify: Notify::new(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies one watcher event of `kind`. An event that leaves the view
+    /// as it was (a status update of a pod, say: trimmed and converted, it
+    /// is the same model object) does not wake the sync loop.
+    pub fn handle<K: Resource + Serialize>(&self, kind: Kind, event: Event<K>) {
+        let arrived = Instant::now();
+        self.metrics.watch_event(kind.as_str());
+        // Convert before locking: the sync loop's `take` waits for the lock.
+        let step = match event {
+            Event::Init => Step::Init,
+            Event::InitApply(obj) => Step::Listed(self.read(kind, &obj)),
+            Event::InitDone => Step::Done,
+            Event::Apply(obj) => Step::Apply(self.read(kind, &obj)),
+            Event::Delete(obj) => Step::Delete(key_of(kind, &obj)),
+        };
+        let mut st = self.lock();
+        let st = &mut *st;
+        let ks = &mut st.kinds[kind.index()];
+        let changed = match step {
+            Step::Init => {
+                ks.relist = Some(Vec::new());
+                ks.relist_invalid.clear();
+                false
+            }
+            Step::Listed(Ok(o)) => {
+                ks.relist.get_or_insert_with(Vec::new).push(o);
+                false
+            }
+            Step::Listed(Err(key)) => {
+                ks.relist_invalid.insert(key);
+                false
+            }
+            Step::Done => {
+                let mut fresh = Snapshot::default();
+                for o in ks.relist.take().unwrap_or_default() {
+                    insert(&mut fresh, o);
+                }
+                ks.invalid = std::mem::take(&mut ks.relist_invalid);
+                let first = !std::mem::replace(&mut ks.listed, true);
+                let s = &mut st.snapshot;
+                let differ = match kind {
+                    Kind::Namespace => swap(&mut s.namespaces, fresh.namespaces),
+                    Kind::Pod => swap(&mut s.pods, fresh.pods),
+                    Kind::NetworkPolicy => swap(&mut s.policies, fresh.policies),
+                };
+                // The first list always counts: it may complete the view.
+                first || differ
+            }
+            Step::Apply(Ok(o)) => {
+                ks.invalid.remove(&object_key(&o));
+                insert(&mut st.snapshot, o)
+            }
+            Step::Apply(Err(key)) => {
+                let removed = remove(&mut st.snapshot, kind, &key);
+                ks.invalid.insert(key);
+                removed
+            }
+            Step::Delete(key) => {
+                ks.invalid.remove(&key);
+                remove(&mut st.snapshot, kind, &key)
+            }
+        };
+        let ks = &st.kinds[kind.index()];
+        self.metrics.set_invalid(kind.as_str(), ks.invalid.len());
+        if changed {
+            st.changed = true;
+            st.generation += 1;
+            st.pending_since.get_or_insert(arrived);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Converts an object; on failure warns, counts and returns its key.
+    fn read<K: Resource + Serialize>(&self, kind: Kind, obj: &K) -> Result<Object, NamespacedName> {
+        let key = key_of(kind, obj);
+        match convert(kind, obj) {
+            Ok(o) if object_key(&o) == key => Ok(o),
+            Ok(o) => {
+                let got = object_key(&o);
+                warn!(%kind, object = %key, %got, "object read under another name; skipped");
+                self.metrics.error("invalid_object");
+                Err(key)
+            }
+            Err(error) => {
+                warn!(%kind, object = %key, %error, "invalid object skipped (the rest still applies)");
+                self.metrics.error("invalid_object");
+                Err(key)
+            }
+        }
+    }
+
+    /// A watch or list of `kind` failed; the watcher retries with backoff
+    /// and re-lists, and the last view stays enforced.
+    pub fn watch_error(&self, kind: Kind, error: &dyn std::fmt::Display) {
+        warn!(%kind, %error, "watch failed; retrying (the last state stays enforced)");
+        self.metrics.error("watch");
+    }
+
+    /// A counter of changes: equal values, no change in between.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The whole view if something changed since the last take or `force`
+    /// is set (and marks everything as taken); the snapshot is only copied
+    /// then. Nothing until every kind has listed once.
+    pub fn take(&self, force: bool) -> Take {
+        let mut st = self.lock();
+        if !st.kinds.iter().all(|k| k.listed) {
+            return Take::NotListed;
+        }
+        if !st.changed && !force {
+            return Take::Unchanged;
+        }
+        st.changed = false;
+        Take::Snapshot(Taken {
+            snapshot: st.snapshot.clone(),
+            pending_since: st.pending_since.take(),
+        })
+    }
+
+    /// Waits for a change (returns at once if one came since the last wait).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Namespace as ApiNamespace, Pod as ApiPod};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, app: &str, ip: &str) -> ApiPod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c"}]},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    fn list_pods(s: &Stores, pods: &[ApiPod]) {
+        s.handle::<ApiPod>(Kind::Pod, Event::Init);
+        for p in pods {
+            s.handle(Kind::Pod, Event::InitApply(p.clone()));
+        }
+        s.handle::<ApiPod>(Kind::Pod, Event::InitDone);
+    }
+
+    #[test]
+    fn only_real_changes_wake_the_loop() {
+        let s = Stores::new(Arc::new(Metrics::new()));
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::Init);
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::InitDone);
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::Init);
+        assert!(matches!(s.take(true), Take::NotListed));
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::InitDone);
+        let web = pod("web", "web", "10.0.0.1");
+        list_pods(&s, std::slice::from_ref(&web));
+        assert!(matches!(s.take(false), Take::Snapshot(_)));
+        assert!(matches!(s.take(false), Take::Unchanged));
+        assert!(matches!(s.take(true), Take::Snapshot(_)));
+
+        let g = s.generation();
+        s.handle(Kind::Pod, Event::Apply(web.clone()));
+        list_pods(&s, std::slice::from_ref(&web));
+        // Invalid and not stored: counted, but the view is the same.
+        s.handle(Kind::Pod, Event::Apply(pod("bad", "x", "not-an-ip")));
+        assert_eq!(s.generation(), g, "nothing changed");
+        assert!(matches!(s.take(false), Take::Unchanged));
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
+
+        // The stored pod turns invalid: removed, a change.
+        s.handle(Kind::Pod, Event::Apply(pod("web", "web", "not-an-ip")));
+        assert_eq!(s.generation(), g + 1);
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 2);
+        let Take::Snapshot(t) = s.take(false) else {
+            panic!("a change")
+        };
+        assert!(t.snapshot.pods.is_empty());
+        s.handle(Kind::Pod, Event::Apply(pod("web", "other", "10.0.0.1")));
+        assert_eq!(s.generation(), g + 2);
+        assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
+    }
+}

@@ -1,0 +1,317 @@
+//! Prometheus metrics (`/metrics`, text format) and the health state behind
+//! `/healthz` and `/readyz`.
+//!
+//! Every name starts with `kube_nftpolicy_`. Error kinds are the stable
+//! `metric_label()`s of the error enums (`rejected`, `socket`, `io`,
+//! `invalid`) plus `watch` (a watch or list failed) and `invalid_object`
+//! (an API object that cannot be read, skipped).
+
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use nftpolicy_nft::ApplyKind;
+
+/// One label, `name="value"`.
+type Label = [(&'static str, &'static str); 1];
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// Every metric of the agent.
+pub struct Metrics {
+    registry: Registry,
+    sync_duration: Histogram,
+    syncs: Family<Label, Counter>,
+    apply_duration: Family<Label, Histogram, fn() -> Histogram>,
+    event_to_enforced: Histogram,
+    errors: Family<Label, Counter>,
+    watch_events: Family<Label, Counter>,
+    invalid_objects: Family<Label, Gauge>,
+    last_success: Gauge<f64, AtomicU64>,
+    /// Gauges of the last successful sync, by name.
+    objects: Family<Label, Gauge>,
+}
+
+/// Sizes of the cluster view and of the applied table after a sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Pods in the snapshot (every node).
+    pub pods: usize,
+    /// Pods of this node that take part in policy.
+    pub local_pods: usize,
+    /// Local pods isolated in some direction.
+    pub isolated_pods: usize,
+    /// NetworkPolicies in the snapshot.
+    pub policies: usize,
+    /// Namespaces in the snapshot.
+    pub namespaces: usize,
+    /// Chains of the table.
+    pub chains: usize,
+    /// Rules of the table.
+    pub rules: usize,
+    /// Set and map elements of the table.
+    pub set_elements: usize,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::with_prefix("kube_nftpolicy"),
+            sync_duration: seconds_histogram(),
+            syncs: Family::default(),
+            apply_duration: Family::new_with_constructor(seconds_histogram),
+            event_to_enforced: seconds_histogram(),
+            errors: Family::default(),
+            watch_events: Family::default(),
+            invalid_objects: Family::default(),
+            last_success: Gauge::default(),
+            objects: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "sync_duration_seconds",
+            "Time of one sync: snapshot, resolve, build and apply",
+            m.sync_duration.clone(),
+        );
+        r.register("syncs", "Syncs by result (success, error)", m.syncs.clone());
+        r.register(
+            "apply_duration_seconds",
+            "Time of one successful apply, by kind (full, incremental, no_change)",
+            m.apply_duration.clone(),
+        );
+        r.register(
+            "event_to_enforced_seconds",
+            "From the arrival of the oldest watch event a sync covers to the kernel commit",
+            m.event_to_enforced.clone(),
+        );
+        r.register("errors", "Errors by kind", m.errors.clone());
+        r.register(
+            "watch_events",
+            "Watch events received, by object kind",
+            m.watch_events.clone(),
+        );
+        r.register(
+            "invalid_objects",
+            "API objects currently skipped as invalid, by object kind",
+            m.invalid_objects.clone(),
+        );
+        r.register(
+            "last_successful_sync_timestamp_seconds",
+            "Unix time of the last successful sync",
+            m.last_success.clone(),
+        );
+        r.register(
+            "objects",
+            "Sizes after the last successful sync: pods, local_pods, isolated_pods, \
+             policies, namespaces, chains, rules, set_elements (by `what`)",
+            m.objects.clone(),
+        );
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records a successful sync.
+    pub fn sync_ok(&self, took: Duration, kind: ApplyKind, apply: Duration, sizes: &Sizes) {
+        self.sync_duration.observe(took.as_secs_f64());
+        self.syncs.get_or_create(&[("result", "success")]).inc();
+        self.apply_duration
+            .get_or_create(&[("kind", kind.as_str())])
+            .observe(apply.as_secs_f64());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success.set(now.as_secs_f64());
+        let gauges = [
+            ("pods", sizes.pods),
+            ("local_pods", sizes.local_pods),
+            ("isolated_pods", sizes.isolated_pods),
+            ("policies", sizes.policies),
+            ("namespaces", sizes.namespaces),
+            ("chains", sizes.chains),
+            ("rules", sizes.rules),
+            ("set_elements", sizes.set_elements),
+        ];
+        for (what, n) in gauges {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.objects.get_or_create(&[("what", what)]).set(n);
+        }
+    }
+
+    /// Records a failed sync and its error kind.
+    pub fn sync_failed(&self, took: Duration, error_kind: &'static str) {
+        self.sync_duration.observe(took.as_secs_f64());
+        self.syncs.get_or_create(&[("result", "error")]).inc();
+        self.error(error_kind);
+    }
+
+    /// Records the time from an event's arrival to its enforcement.
+    pub fn enforced(&self, since: Instant) {
+        self.event_to_enforced
+            .observe(since.elapsed().as_secs_f64());
+    }
+
+    /// Counts one error of `kind`.
+    pub fn error(&self, kind: &'static str) {
+        self.errors.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    /// Counts one watch event of an object kind.
+    pub fn watch_event(&self, object_kind: &'static str) {
+        self.watch_events
+            .get_or_create(&[("kind", object_kind)])
+            .inc();
+    }
+
+    /// Sets the number of objects of a kind skipped as invalid.
+    pub fn set_invalid(&self, object_kind: &'static str, n: usize) {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.invalid_objects
+            .get_or_create(&[("kind", object_kind)])
+            .set(n);
+    }
+}
+
+/// What `/healthz` and `/readyz` answer from.
+#[derive(Debug)]
+pub struct Health {
+    /// The sync loop's last sign of life.
+    heartbeat: Mutex<Instant>,
+    /// A sync has succeeded once.
+    applied: AtomicBool,
+    /// Since when applies fail (`None`: the last one succeeded).
+    failing_since: Mutex<Option<Instant>>,
+    /// Failing for this long makes the agent unready.
+    unready_after: Duration,
+    /// A heartbeat older than this makes the agent unhealthy.
+    stalled_after: Duration,
+}
+
+impl Health {
+    /// Unready after `unready_after` of failing applies; unhealthy when the
+    /// loop shows no sign of life for `stalled_after`.
+    pub fn new(unready_after: Duration, stalled_after: Duration) -> Self {
+        Self {
+            heartbeat: Mutex::new(Instant::now()),
+            applied: AtomicBool::new(false),
+            failing_since: Mutex::new(None),
+            unready_after,
+            stalled_after,
+        }
+    }
+
+    /// The loop is alive.
+    pub fn beat(&self) {
+        *lock(&self.heartbeat) = Instant::now();
+    }
+
+    /// An apply succeeded.
+    pub fn apply_ok(&self) {
+        self.applied
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        *lock(&self.failing_since) = None;
+        self.beat();
+    }
+
+    /// An apply failed.
+    pub fn apply_failed(&self) {
+        lock(&self.failing_since).get_or_insert_with(Instant::now);
+        self.beat();
+    }
+
+    /// `/healthz`: the loop showed a sign of life recently.
+    pub fn live(&self) -> Result<(), String> {
+        let age = lock(&self.heartbeat).elapsed();
+        if age > self.stalled_after {
+            return Err(format!("sync loop silent for {}s", age.as_secs()));
+        }
+        Ok(())
+    }
+
+    /// `/readyz`: the first apply succeeded and applies have not been
+    /// failing for longer than allowed.
+    pub fn ready(&self) -> Result<(), String> {
+        if !self.applied.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("no ruleset applied yet".into());
+        }
+        match *lock(&self.failing_since) {
+            Some(t) if t.elapsed() > self.unready_after => {
+                Err(format!("applies failing for {}s", t.elapsed().as_secs()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_exposition_names() {
+        let m = Metrics::new();
+        m.sync_ok(
+            Duration::from_millis(3),
+            ApplyKind::Incremental,
+            Duration::from_millis(1),
+            &Sizes {
+                pods: 3,
+                ..Sizes::default()
+            },
+        );
+        m.error("rejected");
+        let text = m.encode();
+        for want in [
+            "kube_nftpolicy_sync_duration_seconds_bucket",
+            "kube_nftpolicy_syncs_total{result=\"success\"} 1",
+            "kube_nftpolicy_apply_duration_seconds_count{kind=\"incremental\"} 1",
+            "kube_nftpolicy_errors_total{kind=\"rejected\"} 1",
+            "kube_nftpolicy_objects{what=\"pods\"} 3",
+            "kube_nftpolicy_last_successful_sync_timestamp_seconds ",
+            "kube_nftpolicy_event_to_enforced_seconds_count 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn readiness() {
+        let h = Health::new(Duration::ZERO, Duration::from_secs(60));
+        assert!(h.ready().is_err(), "not ready before the first apply");
+        h.apply_ok();
+        assert!(h.ready().is_ok());
+        h.apply_failed();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(h.ready().is_err(), "failing longer than allowed");
+        h.apply_ok();
+        assert!(h.ready().is_ok());
+        assert!(h.live().is_ok());
+    }
+}

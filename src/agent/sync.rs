@@ -1,0 +1,346 @@
+//! The sync loop: watch events → (debounce) → snapshot → resolve → build →
+//! one dataplane apply.
+//!
+//! - Level-triggered: every sync builds the whole desired ruleset from the
+//!   whole snapshot; the dataplane sends only the difference. An event only
+//!   says "something changed".
+//! - Debounced: after a change the loop waits until no event came for
+//!   `debounce` (but no longer than `max_delay` in all), and keeps sync
+//!   starts at least `min_interval` apart, so a burst of a thousand events
+//!   gives one or two syncs, and a lone event waits only `debounce`.
+//! - Nothing is applied before every watch has listed completely; until
+//!   then the table a previous run left stays as it is.
+//! - A failed apply leaves the old ruleset in the kernel (the batch is all
+//!   or nothing); the loop retries with exponential backoff and the next
+//!   apply is a full replace (the dataplane's rule). Events during the
+//!   backoff wait for the retry.
+//! - `ApplyReport::deferred > 0`: another sync after `deferred_delay`.
+//! - Every `full_replace` (1 h), the first resync after it is a full
+//!   replace, which also repairs element drift the cheap check cannot see.
+//! - Every `resync`, a sync runs even without events (the dataplane checks
+//!   for drift on each apply).
+//! - Shutdown (SIGTERM, SIGINT) stops the loop and leaves the table in
+//!   place: a rolling update must never open the node.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{sleep, sleep_until, Instant};
+use tracing::{debug, info, instrument, warn, Span};
+
+use crate::k8s::{self, Stores, Take};
+use crate::metrics::{Health, Metrics, Sizes};
+use nftpolicy_core::model::Snapshot;
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::build::build;
+use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
+
+/// How the loop paces itself.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The node whose pods get chains.
+    pub node: String,
+    /// Quiet time after the last change before a sync.
+    pub debounce: Duration,
+    /// Longest wait from a change to its sync, however busy the API.
+    pub max_delay: Duration,
+    /// Least time between two sync starts.
+    pub min_interval: Duration,
+    /// A sync at least this often, events or not.
+    pub resync: Duration,
+    /// A full replace at least this often (on the first resync after it).
+    pub full_replace: Duration,
+    /// First retry delay after a failed apply (doubles each failure).
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Delay of the follow-up sync when an apply deferred chain deletions.
+    pub deferred_delay: Duration,
+}
+
+impl SyncConfig {
+    /// The defaults for `node`: debounce 20 ms (at most 1 s), 100 ms between syncs,
+    /// resync every 5 min, retries from 0.5 s to 30 s.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            debounce: Duration::from_millis(20),
+            max_delay: Duration::from_secs(1),
+            min_interval: Duration::from_millis(100),
+            resync: Duration::from_secs(300),
+            full_replace: Duration::from_secs(3600),
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            deferred_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How often the idle loop shows it is alive.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Starts the watchers on `client` and runs the loop until `shutdown`
+/// completes. The table stays in the kernel afterwards.
+pub async fn run<D: Dataplane>(
+    client: kube::Client,
+    dataplane: &mut D,
+    cfg: &SyncConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let stores = Arc::new(Stores::new(metrics.clone()));
+    let _watchers = k8s::spawn(client, stores.clone());
+    info!(node = %cfg.node, "watching pods, namespaces and networkpolicies");
+    tokio::select! {
+        _ = shutdown => info!("stopping; the table stays in place"),
+        _ = run_loop(&stores, dataplane, cfg, &metrics, &health) => {}
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run_loop<D: Dataplane>(
+    stores: &Stores,
+    dataplane: &mut D,
+    cfg: &SyncConfig,
+    metrics: &Metrics,
+    health: &Health,
+) {
+    let mut last_start: Option<Instant> = None;
+    // Arrival of the oldest event not yet in the kernel.
+    let mut unenforced: Option<std::time::Instant> = None;
+    let mut retry_delay = cfg.retry_min;
+    let mut retry_at: Option<Instant> = None;
+    let mut soon: Option<Instant> = None;
+    let mut next_resync = Instant::now() + cfg.resync;
+    let mut next_full = Instant::now() + cfg.full_replace;
+    let mut waiting_logged = false;
+    loop {
+        health.beat();
+        let timer = [retry_at, soon]
+            .into_iter()
+            .flatten()
+            .fold(next_resync, Instant::min);
+        let timed = tokio::select! {
+            _ = stores.changed() => false,
+            _ = sleep_until(timer) => true,
+            _ = sleep(HEARTBEAT) => continue,
+        };
+        if retry_at.is_some_and(|r| Instant::now() < r) {
+            continue; // backing off: the change waits for the retry
+        }
+        debounce(stores, cfg, last_start).await;
+        let now = Instant::now();
+        let due = timed && (retry_at.is_some() || soon.is_some_and(|s| s <= now));
+        let resync = now >= next_resync;
+        // Copies the snapshot only if there is something to do: a permit
+        // stored during the last sync wakes the loop with nothing changed.
+        let taken = match stores.take(due || resync || last_start.is_none()) {
+            Take::Snapshot(taken) => taken,
+            Take::Unchanged => continue,
+            Take::NotListed => {
+                if !waiting_logged {
+                    info!("waiting for every watch to list completely; the existing table stays");
+                    waiting_logged = true;
+                }
+                continue;
+            }
+        };
+        if let Some(t) = taken.pending_since {
+            unenforced = Some(unenforced.map_or(t, |u| u.min(t)));
+        }
+        last_start = Some(now);
+        if resync {
+            next_resync = now + cfg.resync;
+            if now >= next_full {
+                next_full = now + cfg.full_replace;
+                dataplane.force_full_replace("periodic full replace");
+            }
+        }
+        soon = None;
+        match sync_once(&cfg.node, &taken.snapshot, dataplane, metrics) {
+            Ok(report) => {
+                health.apply_ok();
+                if let Some(t) = unenforced.take() {
+                    metrics.enforced(t);
+                }
+                retry_at = None;
+                retry_delay = cfg.retry_min;
+                if report.deferred > 0 {
+                    soon = Some(Instant::now() + cfg.deferred_delay);
+                }
+            }
+            Err(e) => {
+                health.apply_failed();
+                warn!(error = %e, retry_in = ?retry_delay, "apply failed; the previous ruleset stays, the next apply is a full replace");
+                retry_at = Some(Instant::now() + retry_delay);
+                retry_delay = (retry_delay * 2).min(cfg.retry_max);
+            }
+        }
+    }
+}
+
+/// Waits until no change came for `debounce` (at most `max_delay`), and
+/// at least `min_interval` after the last sync start.
+async fn debounce(stores: &Stores, cfg: &SyncConfig, last_start: Option<Instant>) {
+    let give_up = Instant::now() + cfg.max_delay;
+    let mut seen = stores.generation();
+    loop {
+        let mut at = Instant::now() + cfg.debounce;
+        if let Some(last) = last_start {
+            at = at.max(last + cfg.min_interval);
+        }
+        sleep_until(at.min(give_up.max(Instant::now()))).await;
+        let now = stores.generation();
+        if now == seen || Instant::now() >= give_up {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// One sync: the whole ruleset for `node`, applied as one batch.
+#[instrument(skip_all, fields(pods, policies, rules))]
+fn sync_once<D: Dataplane>(
+    node: &str,
+    snapshot: &Snapshot,
+    dataplane: &mut D,
+    metrics: &Metrics,
+) -> Result<ApplyReport, ApplyError> {
+    let start = std::time::Instant::now();
+    let resolution = resolve(snapshot, node);
+    let ruleset = build(&resolution);
+    let span = Span::current();
+    span.record("pods", snapshot.pods.len());
+    span.record("policies", snapshot.policies.len());
+    span.record("rules", ruleset.rule_count());
+    match dataplane.apply(&ruleset) {
+        Ok(report) => {
+            let isolated = resolution.pods.iter();
+            let isolated = isolated.filter(|p| !p.ingress.is_empty() || !p.egress.is_empty());
+            let sizes = Sizes {
+                pods: snapshot.pods.len(),
+                local_pods: resolution.pods.len(),
+                isolated_pods: isolated.count(),
+                policies: snapshot.policies.len(),
+                namespaces: snapshot.namespaces.len(),
+                chains: ruleset.chains.len(),
+                rules: ruleset.rule_count(),
+                set_elements: ruleset.element_count(),
+            };
+            metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
+            debug!(kind = report.kind.as_str(), messages = report.messages, took = ?start.elapsed(), "synced");
+            Ok(report)
+        }
+        Err(e) => {
+            metrics.sync_failed(start.elapsed(), e.metric_label());
+            Err(e)
+        }
+    }
+}
+
+/// What `kube-nftpolicy controller` runs with.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// Loop pacing and the node name.
+    pub sync: SyncConfig,
+    /// Apply inside `/run/netns/<netns>` (tests) instead of the current namespace.
+    pub netns: Option<String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub metrics_addr: std::net::SocketAddr,
+    /// Unready after applies fail for this long.
+    pub unready_after: Duration,
+}
+
+/// Why the controller could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// No kubeconfig or in-cluster configuration, or the client failed.
+    #[error("cannot build a Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    /// The netfilter socket could not be opened.
+    #[error(transparent)]
+    Dataplane(#[from] ApplyError),
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The agent: client from the kubeconfig or in-cluster, netlink dataplane,
+/// health and metrics server, then [`run`] until SIGTERM.
+pub async fn controller(opts: ControllerOptions) -> Result<(), ControllerError> {
+    use nftpolicy_nft::NetlinkDataplane;
+    if opts.netns.is_none() {
+        check_bridge_netfilter();
+    }
+    let client = kube::Client::try_default()
+        .await
+        .map_err(ControllerError::Client)?;
+    let mut dataplane = NetlinkDataplane::new(opts.netns.as_deref())?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(opts.unready_after, Duration::from_secs(60)));
+    let listener = crate::server::bind(opts.metrics_addr)
+        .await
+        .map_err(|source| ControllerError::Bind {
+            addr: opts.metrics_addr,
+            source,
+        })?;
+    info!(addr = %opts.metrics_addr, "serving /metrics, /healthz, /readyz");
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+    ));
+    run(
+        client,
+        &mut dataplane,
+        &opts.sync,
+        metrics,
+        health,
+        shutdown_signal(),
+    )
+    .await;
+    server.abort();
+    Ok(())
+}
+
+/// Same-node pod traffic crosses the `cni0` bridge: without
+/// `br_netfilter` the forward hook never sees it. Says so loudly.
+fn check_bridge_netfilter() {
+    const KEY: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    match std::fs::read_to_string(KEY) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(v) => tracing::error!(
+            value = v.trim(),
+            "{KEY} is not 1: traffic between pods of the same node is NOT filtered \
+             (sysctl -w net.bridge.bridge-nf-call-iptables=1)"
+        ),
+        Err(_) => tracing::error!(
+            "br_netfilter is not loaded: traffic between pods of the same node is NOT \
+             filtered (modprobe br_netfilter)"
+        ),
+    }
+}

@@ -1,0 +1,79 @@
+//! The cost of a packet walk as `trace` counts it: the order of a rule's
+//! matches decides which lookups a new flow pays for.
+
+use nftpolicy_core::model::{Protocol, Selector};
+use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
+use nftpolicy_core::ruleset::Hook;
+use nftpolicy_testkit::*;
+
+/// A pod isolated by a default deny and one policy allowing TCP 80 from
+/// `app=client`: the walk of a new flow, counted.
+fn walk_cost(l4: L4) -> (Outcome, Cost) {
+    let s = snapshot(
+        [namespace("shop", [])],
+        [
+            pod("shop", "server")
+                .labels([("app", "server")])
+                .ip("10.0.0.2")
+                .node("n1"),
+            pod("shop", "client")
+                .labels([("app", "client")])
+                .ip("10.0.1.2")
+                .node("n2"),
+        ],
+        [
+            policy("shop", "default-deny"),
+            policy("shop", "allow-client")
+                .select(Selector::labels([("app", "server")]))
+                .ingress(
+                    rule()
+                        .pods(Selector::labels([("app", "client")]))
+                        .port(Protocol::Tcp, 80),
+                ),
+        ],
+    );
+    let t = trace(
+        &build(&resolve(&s, "n1")),
+        &Packet {
+            src: "10.0.1.2".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            l4,
+            ct: CtState::New,
+            hook: Hook::Forward,
+        },
+    );
+    (t.outcome, t.cost)
+}
+
+#[test]
+fn a_rule_for_another_port_costs_no_lookup() {
+    // forward-egress: 3 preamble rules, the v4 dispatch (a lookup that
+    // misses: the client is not local), the v6 dispatch (no lookup for
+    // an IPv4 packet). forward-ingress: 3 preamble rules and the v4
+    // dispatch (a lookup that hits). The pod chain: one jump (none into
+    // the empty default-deny chain), the policy's one rule, the drop.
+    let cases = [
+        (
+            "UDP 9 fails on the port compare, before the peer set",
+            Protocol::Udp,
+            9,
+            Outcome::Drop,
+            5 + 4 + 3,
+            2,
+        ),
+        (
+            "TCP 80 reaches the peer set",
+            Protocol::Tcp,
+            80,
+            Outcome::Accept,
+            5 + 4 + 2,
+            3,
+        ),
+    ];
+    for (case, protocol, port, outcome, rules, lookups) in cases {
+        let got = walk_cost(L4::Port { protocol, port });
+        assert_eq!(got, (outcome, Cost { rules, lookups }), "case: {case}");
+    }
+}

@@ -1,0 +1,174 @@
+//! The nftables dataplane of kube-nftpolicy: puts a `Ruleset` into the kernel as ONE netlink batch
+//! (all or nothing), remembers what it applied, and sends only the
+//! difference next time.
+//!
+//! - `netlink.rs`: `NetlinkDataplane`, full replace / incremental / drift.
+//! - `diff.rs`: the plan of a batch and the kernel-order model (pure).
+//! - `encode.rs`, `expr.rs`: model → libnftnl objects, as nft 1.0.6 builds them.
+//! - `batch.rs`, `msgbuf.rs`: plan → one message buffer, a label per message.
+//! - `conn.rs`, `socket.rs`, `nlmsg.rs`: the netlink conversation.
+//! - `readback.rs`, `image.rs`: reading our table back and comparing.
+//! - `ffi.rs`: libnftnl objects. `unsafe` lives only in `ffi.rs`,
+//!   `msgbuf.rs` and `socket.rs`.
+//! - `fake.rs`: `FakeDataplane` for tests of code that drives a dataplane.
+//!
+//! Nothing here decides policy: the ruleset arrives complete.
+//!
+//! # Kernel order
+//!
+//! `nft list table` prints sets and chains in the order the kernel got
+//! them. The dataplane keeps the applied ruleset in that order: after a full
+//! replace it is the model's order; an incremental apply leaves existing
+//! objects where they are and appends new ones, so `render(current())` is
+//! byte for byte what `nft list table inet kube-nftpolicy` prints, while
+//! `current()` may list objects in another order than the desired ruleset
+//! (same objects, same content). See `diff.rs`.
+
+mod batch;
+mod conn;
+mod diff;
+mod encode;
+mod expr;
+mod fake;
+mod ffi;
+mod image;
+mod msgbuf;
+mod netlink;
+mod next;
+mod nlmsg;
+mod readback;
+mod socket;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use fake::FakeDataplane;
+pub use netlink::{cleanup, NetlinkDataplane};
+pub use readback::kernel_listing;
+
+use nftpolicy_core::ruleset::Ruleset;
+
+/// Something that can hold our ruleset: the kernel, or a fake.
+pub trait Dataplane {
+    /// Makes the dataplane hold `desired`, atomically: on error nothing
+    /// changed, and the next apply is a full replace.
+    fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError>;
+
+    /// Removes our table (and nothing else). `Ok(false)`: it was not there.
+    fn cleanup(&mut self) -> Result<bool, ApplyError>;
+
+    /// Makes the next apply a full replace (the agent's slow periodic
+    /// repair, which also rewrites element drift the cheap check cannot see).
+    /// The default does nothing, for dataplanes that have no kernel to repair.
+    fn force_full_replace(&mut self, _reason: &str) {}
+
+    /// What the dataplane holds after the last successful apply, in the
+    /// kernel's listing order (`render` of it is what `nft list table`
+    /// prints); `None` before the first apply or after a failure.
+    fn current(&self) -> Option<&Ruleset>;
+}
+
+/// How an apply changed the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyKind {
+    /// The table was replaced as a whole (add, delete, add everything).
+    Full,
+    /// Only the difference to the last apply was sent.
+    Incremental,
+    /// Nothing to send.
+    NoChange,
+}
+
+impl ApplyKind {
+    /// `full`, `incremental`, `no_change`: for metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyKind::Full => "full",
+            ApplyKind::Incremental => "incremental",
+            ApplyKind::NoChange => "no_change",
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Full replace, incremental, or nothing.
+    pub kind: ApplyKind,
+    /// Netlink messages in the batch (begin and end not counted).
+    pub messages: usize,
+    /// Bytes of the batch.
+    pub bytes: usize,
+    /// Wall time of the apply, drift check included.
+    pub duration: Duration,
+    /// Chains this apply emptied and unhooked; the next apply deletes them
+    /// (some kernels refuse to delete a chain in the batch that drops its
+    /// last reference). Apply again soon when this is not zero.
+    pub deferred: usize,
+    /// Why a full replace was chosen, when it was not the first apply.
+    pub reason: Option<String>,
+}
+
+/// Why an apply failed. In every case nothing of the batch was applied (or,
+/// for `Io`, the outcome is unknown) and the next apply is a full replace.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The kernel rejected a message of the batch; the whole batch was
+    /// discarded.
+    #[error(
+        "kernel rejected {object}: {}{}{}",
+        std::io::Error::from_raw_os_error(*.errno),
+        .detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default(),
+        if *.others > 0 { format!(" (and {} more messages)", .others) } else { String::new() }
+    )]
+    Rejected {
+        /// What the rejected message carried (`add rule 3 of chain X (...)`).
+        object: String,
+        /// The kernel's errno.
+        errno: i32,
+        /// The kernel's extended-ACK text, if any.
+        detail: Option<String>,
+        /// How many other messages of the batch were rejected too.
+        others: usize,
+    },
+    /// The netfilter socket could not be opened (or the namespace entered).
+    #[error("cannot open a netfilter socket{}", .netns.as_ref().map(|n| format!(" in netns {n}")).unwrap_or_default())]
+    Socket {
+        /// The network namespace asked for.
+        netns: Option<String>,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Talking to the kernel failed midway: the outcome is unknown.
+    #[error("netlink: {context}")]
+    Io {
+        /// What we were doing.
+        context: &'static str,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ruleset holds something that cannot be put into the kernel.
+    #[error("cannot encode the ruleset: {0}")]
+    Invalid(String),
+}
+
+impl ApplyError {
+    /// A short stable name for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ApplyError::Rejected { .. } => "rejected",
+            ApplyError::Socket { .. } => "socket",
+            ApplyError::Io { .. } => "io",
+            ApplyError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl From<encode::EncodeError> for ApplyError {
+    fn from(e: encode::EncodeError) -> Self {
+        ApplyError::Invalid(e.0)
+    }
+}
