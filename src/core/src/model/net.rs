@@ -200,45 +200,6 @@ pub struct AddrEntry {
     pub comment: Option<String>,
 }
 
-/// A normalised list of addresses of one family: sorted, overlapping ranges
-/// merged (their comments joined), duplicates removed. Adjacent entries stay
-/// apart (the kernel takes adjacent intervals), so each pod keeps its own
-/// element and comment.
-pub fn normalise(mut entries: Vec<AddrEntry>) -> Vec<AddrEntry> {
-    entries.sort();
-    let mut out: Vec<AddrEntry> = Vec::with_capacity(entries.len());
-    for e in entries {
-        if let Some(last) = out.last_mut() {
-            let (lf, ll, ef, el) = (
-                to_u128(last.range.first),
-                to_u128(last.range.last),
-                to_u128(e.range.first),
-                to_u128(e.range.last),
-            );
-            if ef <= ll {
-                if el > ll {
-                    last.range.last = e.range.last;
-                }
-                // A single address inside a block says no more than the block.
-                let adds_news = el > ll || (lf == ll && ef == el);
-                if adds_news && ef != lf {
-                    last.comment = join_comments(last.comment.take(), e.comment);
-                }
-                continue;
-            }
-        }
-        out.push(e);
-    }
-    out
-}
-
-fn join_comments(a: Option<String>, b: Option<String>) -> Option<String> {
-    match (a, b) {
-        (Some(a), Some(b)) if a != b => Some(format!("{a}, {b}")),
-        (a, b) => a.or(b),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,36 +252,5 @@ mod tests {
             let except: Vec<IpNet> = except.iter().map(|e| net(e)).collect();
             assert_eq!(text(&carve(&net(cidr), &except)), want, "case: {case}");
         }
-    }
-
-    #[test]
-    fn normalise_merges_and_keeps_comments() {
-        let e = |a: &str, b: &str, c: &str| AddrEntry {
-            range: AddrRange {
-                first: a.parse().unwrap(),
-                last: b.parse().unwrap(),
-            },
-            comment: Some(c.to_owned()),
-        };
-        let out = normalise(vec![
-            e("10.0.0.5", "10.0.0.5", "ns/pod-in-block"),
-            e("10.0.0.0", "10.0.0.255", "ipBlock 10.0.0.0/24"),
-            e("10.0.0.200", "10.0.1.9", "ipBlock overlapping"),
-            e("10.0.1.10", "10.0.1.10", "ns/adjacent"),
-            e("10.9.0.1", "10.9.0.1", "ns/a"),
-            e("10.9.0.1", "10.9.0.1", "ns/a"),
-        ]);
-        assert_eq!(out.len(), 3, "{out:?}");
-        assert_eq!(out[0].range.last, "10.0.1.9".parse::<IpAddr>().unwrap());
-        assert_eq!(
-            out[0].comment.as_deref(),
-            Some("ipBlock 10.0.0.0/24, ipBlock overlapping")
-        );
-        assert_eq!(
-            out[1].comment.as_deref(),
-            Some("ns/adjacent"),
-            "adjacent entries stay apart"
-        );
-        assert_eq!(out[2].comment.as_deref(), Some("ns/a"));
     }
 }

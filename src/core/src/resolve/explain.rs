@@ -2,16 +2,17 @@
 //!
 //! Works on the `Snapshot` for any two endpoints, wherever their pods run:
 //! the source's egress and the destination's ingress are judged on their own
-//! and the flow passes only if both allow it. Pure; the CLI prints it.
+//! and the flow passes only if both allow it. Each policy is compiled by the
+//! resolver's own [`Compiler`](super::Compiler) and each rule judged by
+//! [`ResolvedRule::allows`](super::ResolvedRule::allows): `explain` has no
+//! peer or port semantics of its own. Pure; the CLI prints it.
 
 use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::model::net::{carve, PortRange};
-use crate::model::{
-    Direction, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Protocol, Rule, Snapshot,
-};
+use super::Compiler;
+use crate::model::{Direction, NamespacedName, Pod, Protocol, Snapshot};
 
 /// One end of a flow as the user names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,20 +124,19 @@ pub fn explain(snapshot: &Snapshot, flow: &Flow) -> Result<Explanation, ExplainE
     let from_pod = endpoint_pod(snapshot, &flow.from)?;
     let to_pod = endpoint_pod(snapshot, &flow.to)?;
     let (from, to) = addresses(&flow.from, from_pod, &flow.to, to_pod)?;
+    let mut compiler = Compiler::new(snapshot);
     let egress = judge(
         snapshot,
-        Direction::Egress,
-        from_pod,
-        (to, to_pod),
-        to_pod,
+        &mut compiler,
+        (Direction::Egress, from_pod),
+        (to, to),
         flow,
     );
     let ingress = judge(
         snapshot,
-        Direction::Ingress,
-        to_pod,
-        (from, from_pod),
-        to_pod,
+        &mut compiler,
+        (Direction::Ingress, to_pod),
+        (from, to),
         flow,
     );
     Ok(Explanation {
@@ -197,14 +197,14 @@ fn addresses(
     })
 }
 
-/// Judges one side: `pod` is the pod whose policies apply, `peer` the other end,
-/// `dest` the destination pod (named ports resolve against it).
+/// Judges one side: `pod` is the pod whose policies apply in `dir`, `peer`
+/// the other end's address, `dst` the flow's destination (named ports
+/// resolve against it).
 fn judge(
     s: &Snapshot,
-    dir: Direction,
-    pod: Option<&Pod>,
-    peer: (IpAddr, Option<&Pod>),
-    dest: Option<&Pod>,
+    compiler: &mut Compiler<'_>,
+    (dir, pod): (Direction, Option<&Pod>),
+    (peer, dst): (IpAddr, IpAddr),
     flow: &Flow,
 ) -> Side {
     let mut side = Side {
@@ -226,11 +226,11 @@ fn judge(
             continue;
         }
         side.isolated_by.push(key.to_string());
-        for (i, rule) in policy.rules(dir).iter().enumerate() {
-            if rule_allows(s, policy, rule, peer, dest, flow) {
+        for rule in compiler.rules(policy, dir, &[pod]) {
+            if rule.allows(peer, dst, flow.protocol, flow.port) {
                 side.allowed_by.push(RuleRef {
                     policy: key.to_string(),
-                    rule: i,
+                    rule: rule.index,
                 });
             }
         }
@@ -241,42 +241,4 @@ fn judge(
         (false, true) => SideResult::Denied,
     };
     side
-}
-
-/// Whether one rule allows traffic with the other end `peer` on the flow's port.
-fn rule_allows(
-    s: &Snapshot,
-    policy: &Policy,
-    rule: &Rule,
-    (addr, peer_pod): (IpAddr, Option<&Pod>),
-    dest: Option<&Pod>,
-    flow: &Flow,
-) -> bool {
-    let peer_pod = peer_pod.filter(|p| p.ignored().is_none());
-    let peer_ok = rule.peers.is_empty()
-        || rule.peers.iter().any(|peer| match peer {
-            Peer::Pods { namespaces, pods } => peer_pod.is_some_and(|p| {
-                let ns_ok = match namespaces {
-                    NamespaceScope::Own => p.namespace == policy.namespace,
-                    NamespaceScope::Matching(sel) => sel.matches(&s.namespace_labels(&p.namespace)),
-                };
-                ns_ok && pods.matches(&p.labels)
-            }),
-            Peer::IpBlock { cidr, except } => carve(cidr, except).iter().any(|r| r.contains(&addr)),
-        });
-    let port_ok = rule.ports.is_empty()
-        || rule.ports.iter().any(|spec| {
-            spec.protocol == flow.protocol
-                && match &spec.port {
-                    None => true,
-                    Some(PortRef::Number(n)) => {
-                        PortRange::with_end(*n, spec.end_port).contains(flow.port)
-                    }
-                    Some(PortRef::Name(name)) => dest
-                        .filter(|d| d.ignored().is_none())
-                        .and_then(|d| d.named_port(name, flow.protocol))
-                        .is_some_and(|p| p.get() == flow.port),
-                }
-        });
-    peer_ok && port_ok
 }

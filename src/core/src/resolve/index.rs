@@ -4,6 +4,9 @@
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use super::Origin;
 
 use crate::model::{NamespaceScope, Pod, Selector, Snapshot};
 
@@ -14,9 +17,9 @@ pub struct Index<'a> {
     pub pods: Vec<&'a Pod>,
     by_namespace: BTreeMap<&'a str, Vec<usize>>,
     by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
-    /// `ns/pod` as an element comment, aligned with `pods`; made on first use
-    /// (most pods are nobody's peer).
-    comments: Vec<OnceCell<String>>,
+    /// Each pod as the origin of set entries, aligned with `pods`; made on
+    /// first use (most pods are nobody's peer).
+    origins: Vec<OnceCell<Origin>>,
 }
 
 impl<'a> Index<'a> {
@@ -43,19 +46,19 @@ impl<'a> Index<'a> {
         }
         Self {
             snapshot,
-            comments: vec![OnceCell::new(); pods.len()],
+            origins: vec![OnceCell::new(); pods.len()],
             pods,
             by_namespace,
             by_label,
         }
     }
 
-    /// The element comment of the pod at position `i`: `ns/pod`.
-    pub fn pod_comment(&self, i: usize) -> &str {
-        self.comments[i].get_or_init(|| {
-            let pod = self.pods[i];
-            crate::ruleset::names::comment(&format!("{}/{}", pod.namespace, pod.name))
-        })
+    /// The pod at position `i` as the origin of set entries (shared by all
+    /// of its entries in every set).
+    pub fn pod_origin(&self, i: usize) -> Origin {
+        self.origins[i]
+            .get_or_init(|| Origin::Pod(Rc::new(self.pods[i].key())))
+            .clone()
     }
 
     /// Active pods whose `spec.nodeName` is `node`, sorted.

@@ -9,6 +9,7 @@
 
 pub mod explain;
 mod index;
+mod key;
 mod peers;
 mod ports;
 
@@ -16,10 +17,13 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 
-use crate::model::net::{AddrEntry, Family, PortRange};
+use ipnet::IpNet;
+
+use crate::model::net::{to_u128, AddrRange, Family, PortRange};
 use crate::model::{Direction, NamespacedName, Policy, Protocol, Snapshot};
 
 use index::Index;
+pub use key::{NamedPortKey, PeerKey, SetKey};
 
 /// What the node's pods allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,26 +94,63 @@ pub enum Peers {
 /// namespace") share one `PeerSet`, hence one nftables set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSet {
-    /// A stable id derived from the peer definition alone (8 characters).
-    pub id: String,
-    /// The peers in words, for the set's comment.
-    pub description: String,
+    /// What the addresses are: the peer definition (or, for an egress
+    /// named port, the definition, the port name and its protocol).
+    pub key: SetKey,
     /// The addresses, normalised per family.
     pub addrs: AddrLists,
+}
+
+/// Where an address of a peer set comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// A pod selected by a peer (each of its IPs is an entry).
+    Pod(Rc<NamespacedName>),
+    /// An ipBlock: its CIDR minus its excepts.
+    Block(Rc<IpBlock>),
+}
+
+/// An `ipBlock` peer as written.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpBlock {
+    /// The block.
+    pub cidr: IpNet,
+    /// The holes carved out of it.
+    pub except: Vec<IpNet>,
+}
+
+/// An address range of a peer set and what put it there.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Addr {
+    /// The addresses.
+    pub range: AddrRange,
+    /// Every pod or block the range stands for (more than one when
+    /// overlapping entries were merged).
+    pub origins: Vec<Origin>,
+}
+
+impl Addr {
+    /// An entry with one origin.
+    pub fn new(range: AddrRange, origin: Origin) -> Self {
+        Self {
+            range,
+            origins: vec![origin],
+        }
+    }
 }
 
 /// Addresses of both families, each list normalised (sorted, merged).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddrLists {
     /// IPv4 entries.
-    pub v4: Vec<AddrEntry>,
+    pub v4: Vec<Addr>,
     /// IPv6 entries.
-    pub v6: Vec<AddrEntry>,
+    pub v6: Vec<Addr>,
 }
 
 impl AddrLists {
     /// The list of one family.
-    pub fn family(&self, family: Family) -> &[AddrEntry] {
+    pub fn family(&self, family: Family) -> &[Addr] {
         match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
@@ -117,15 +158,58 @@ impl AddrLists {
     }
 
     /// Splits entries by family and normalises each list.
-    pub fn from_entries(entries: Vec<AddrEntry>) -> Self {
+    pub fn from_entries(entries: Vec<Addr>) -> Self {
         let (v4, v6) = entries
             .into_iter()
             .partition(|e| e.range.family() == Family::V4);
         Self {
-            v4: crate::model::net::normalise(v4),
-            v6: crate::model::net::normalise(v6),
+            v4: normalise(v4),
+            v6: normalise(v6),
         }
     }
+
+    /// Whether `addr` is in the lists.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        self.family(Family::of(addr))
+            .iter()
+            .any(|e| e.range.contains(addr))
+    }
+}
+
+/// A normalised list of addresses of one family: sorted, overlapping ranges
+/// merged (their origins joined), duplicates removed. Adjacent entries stay
+/// apart (the kernel takes adjacent intervals), so each pod keeps its own
+/// element and comment.
+pub fn normalise(mut entries: Vec<Addr>) -> Vec<Addr> {
+    entries.sort();
+    let mut out: Vec<Addr> = Vec::with_capacity(entries.len());
+    for e in entries {
+        if let Some(last) = out.last_mut() {
+            let (lf, ll, ef, el) = (
+                to_u128(last.range.first),
+                to_u128(last.range.last),
+                to_u128(e.range.first),
+                to_u128(e.range.last),
+            );
+            if ef <= ll {
+                if el > ll {
+                    last.range.last = e.range.last;
+                }
+                // A single address inside a block says no more than the block.
+                let adds_news = el > ll || (lf == ll && ef == el);
+                if adds_news && ef != lf {
+                    for o in e.origins {
+                        if !last.origins.contains(&o) {
+                            last.origins.push(o);
+                        }
+                    }
+                }
+                continue;
+            }
+        }
+        out.push(e);
+    }
+    out
 }
 
 /// The ports of a rule.
@@ -166,16 +250,112 @@ pub enum NamedPort {
         port: u16,
         /// The name in the policy.
         name: String,
-        /// Those pods' addresses (shared like peer sets).
+        /// Those pods' addresses (shared like peer sets); its key is a
+        /// [`SetKey::NamedPort`].
         set: Rc<PeerSet>,
     },
 }
 
+impl ResolvedRule {
+    /// Whether this rule allows a connection with the other end `peer` to
+    /// `dest` on `protocol`/`port`: the peer is in the rule's addresses and
+    /// the port is one of the rule's (a named port counts where it resolved
+    /// for `dest`). This is the one place a resolved rule is judged; the
+    /// ruleset the node loads is built from the same values.
+    pub fn allows(&self, peer: IpAddr, dest: IpAddr, protocol: Protocol, port: u16) -> bool {
+        let peer_ok = match &self.peers {
+            Peers::Any => true,
+            Peers::Addrs(set) => set.addrs.contains(&peer),
+        };
+        let port_ok = match &self.ports {
+            Ports::Any => true,
+            Ports::Listed { numeric, named } => {
+                numeric
+                    .iter()
+                    .any(|(p, r)| *p == protocol && r.is_none_or(|r| r.contains(port)))
+                    || named.iter().any(|n| match n {
+                        NamedPort::Local {
+                            addrs,
+                            protocol: p,
+                            port: n,
+                            ..
+                        } => *p == protocol && *n == port && addrs.contains(&dest),
+                        NamedPort::Peers {
+                            protocol: p,
+                            port: n,
+                            set,
+                            ..
+                        } => *p == protocol && *n == port && set.addrs.contains(&dest),
+                    })
+            }
+        };
+        peer_ok && port_ok
+    }
+}
+
+/// Compiles policies against one snapshot: the index of its pods and the
+/// cache of resolved selectors and peer sets. [`resolve`] and
+/// [`explain`](explain::explain) both judge through it, so the two cannot
+/// disagree on what a rule allows.
+pub(crate) struct Compiler<'s> {
+    index: Index<'s>,
+    cache: peers::PeerCache,
+}
+
+impl<'s> Compiler<'s> {
+    /// A compiler for `snapshot`.
+    pub(crate) fn new(snapshot: &'s Snapshot) -> Self {
+        Self {
+            index: Index::new(snapshot),
+            cache: peers::PeerCache::default(),
+        }
+    }
+
+    /// The rules of `policy` in `dir`, for the local pods it selects
+    /// (`selected`: they decide ingress named ports).
+    pub(crate) fn rules(
+        &mut self,
+        policy: &Policy,
+        dir: Direction,
+        selected: &[&crate::model::Pod],
+    ) -> Vec<ResolvedRule> {
+        let own = policy.namespace.as_str();
+        let (index, cache) = (&self.index, &mut self.cache);
+        policy
+            .rules(dir)
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let key = PeerKey::new(own, &rule.peers);
+                let peer_pods = cache.rule_pods(index, own, &rule.peers);
+                let peers = if rule.peers.is_empty() {
+                    Peers::Any
+                } else {
+                    Peers::Addrs(cache.peer_set(index, &key, &peer_pods))
+                };
+                let ports = ports::resolve_ports(
+                    index,
+                    cache,
+                    &key,
+                    dir,
+                    rule,
+                    selected,
+                    peer_pods.as_deref(),
+                );
+                ResolvedRule {
+                    index: i,
+                    peers,
+                    ports,
+                }
+            })
+            .collect()
+    }
+}
+
 /// Resolves the snapshot for the pods of `node`.
 pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
-    let index = Index::new(snapshot);
-    let mut peers = peers::PeerCache::default();
-    let local = index.local_pods(node);
+    let mut compiler = Compiler::new(snapshot);
+    let local = compiler.index.local_pods(node);
     let mut ingress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut egress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut policies = Vec::new();
@@ -219,7 +399,7 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
             policies.push(ResolvedPolicy {
                 key: key.clone(),
                 direction: dir,
-                rules: compile_rules(&index, &mut peers, policy, dir, &selected_pods),
+                rules: compiler.rules(policy, dir, &selected_pods),
             });
         }
     }
@@ -238,40 +418,52 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
     Resolution { pods, policies }
 }
 
-fn compile_rules(
-    index: &Index<'_>,
-    cache: &mut peers::PeerCache,
-    policy: &Policy,
-    dir: Direction,
-    selected: &[&crate::model::Pod],
-) -> Vec<ResolvedRule> {
-    policy
-        .rules(dir)
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| {
-            let own = policy.namespace.as_str();
-            let key = peers::peer_key(own, &rule.peers);
-            let peer_pods = cache.rule_pods(index, own, &rule.peers);
-            let peers = if rule.peers.is_empty() {
-                Peers::Any
-            } else {
-                Peers::Addrs(cache.peer_set(index, (own, &key), &rule.peers, &peer_pods))
-            };
-            let ports = ports::resolve_ports(
-                index,
-                cache,
-                (own, &key),
-                dir,
-                rule,
-                selected,
-                peer_pods.as_deref(),
-            );
-            ResolvedRule {
-                index: i,
-                peers,
-                ports,
-            }
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> Origin {
+        Origin::Pod(Rc::new(NamespacedName::new("ns", name)))
+    }
+
+    fn block(cidr: &str) -> Origin {
+        Origin::Block(Rc::new(IpBlock {
+            cidr: cidr.parse().unwrap(),
+            except: vec![],
+        }))
+    }
+
+    fn e(a: &str, b: &str, origin: Origin) -> Addr {
+        let range = AddrRange {
+            first: a.parse().unwrap(),
+            last: b.parse().unwrap(),
+        };
+        Addr::new(range, origin)
+    }
+
+    #[test]
+    fn normalise_merges_and_keeps_origins() {
+        let out = normalise(vec![
+            e("10.0.0.5", "10.0.0.5", pod("pod-in-block")),
+            e("10.0.0.0", "10.0.0.255", block("10.0.0.0/24")),
+            e("10.0.0.200", "10.0.1.9", block("10.0.0.200/29")),
+            e("10.0.0.220", "10.0.1.9", block("10.0.0.0/24")),
+            e("10.0.1.10", "10.0.1.10", pod("adjacent")),
+            e("10.9.0.1", "10.9.0.1", pod("a")),
+            e("10.9.0.1", "10.9.0.1", pod("a")),
+        ]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0].range.last, "10.0.1.9".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            out[0].origins,
+            vec![block("10.0.0.0/24"), block("10.0.0.200/29")],
+            "a pod inside a block adds nothing; a block met twice is named once"
+        );
+        assert_eq!(
+            out[1].origins,
+            vec![pod("adjacent")],
+            "adjacent entries stay apart"
+        );
+        assert_eq!(out[2].origins, vec![pod("a")], "duplicates removed");
+    }
 }

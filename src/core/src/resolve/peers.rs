@@ -4,66 +4,20 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use ipnet::IpNet;
-
 use super::index::Index;
-use super::{AddrLists, PeerSet};
-use crate::model::net::{carve, AddrEntry, AddrRange};
+use super::{Addr, AddrLists, IpBlock, NamedPort, NamedPortKey, Origin, PeerKey, PeerSet, SetKey};
+use crate::model::net::{carve, AddrRange};
 use crate::model::{NamespaceScope, Peer, Selector};
 
 /// Resolved selectors of one sync: identical (namespace scope, pod selector)
-/// pairs, common across policies, are looked up once.
+/// pairs, common across policies, are looked up once; identical peer
+/// definitions get one shared [`PeerSet`].
 #[derive(Default)]
 pub struct PeerCache {
     by_selector: HashMap<(String, NamespaceScope, Selector), Rc<Vec<usize>>>,
-    sets: HashMap<String, Rc<PeerSet>>,
-    /// Egress named ports by (peer key, name, protocol).
-    pub(super) named: HashMap<String, Rc<Vec<super::NamedPort>>>,
-}
-
-/// The identity of a rule's peers: the peers, plus the policy's namespace
-/// when a peer means "own namespace".
-pub fn peer_key(own: &str, peers: &[Peer]) -> String {
-    let own_matters = peers.iter().any(|p| {
-        matches!(
-            p,
-            Peer::Pods {
-                namespaces: NamespaceScope::Own,
-                ..
-            }
-        )
-    });
-    format!("{:?}|{peers:?}", if own_matters { own } else { "" })
-}
-
-/// The peers in words: `pods app=web in shop; ipBlock 10.0.0.0/8`.
-pub fn describe(own: &str, peers: &[Peer]) -> String {
-    let parts: Vec<String> = peers
-        .iter()
-        .map(|p| match p {
-            Peer::Pods {
-                namespaces: NamespaceScope::Own,
-                pods,
-            } => format!("pods {pods} in {own}"),
-            Peer::Pods {
-                namespaces: NamespaceScope::Matching(ns),
-                pods,
-            } => {
-                format!("pods {pods} in namespaces {ns}")
-            }
-            Peer::IpBlock { cidr, except } => describe_block(cidr, except),
-        })
-        .collect();
-    crate::ruleset::names::comment(&parts.join("; "))
-}
-
-/// An ipBlock in words: `ipBlock 10.0.0.0/8 except 10.1.0.0/16 10.2.0.0/16`.
-fn describe_block(cidr: &IpNet, except: &[IpNet]) -> String {
-    if except.is_empty() {
-        return format!("ipBlock {cidr}");
-    }
-    let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
-    format!("ipBlock {cidr} except {}", holes.join(" "))
+    sets: HashMap<PeerKey, Rc<PeerSet>>,
+    /// Egress named ports, per key.
+    pub(super) named: HashMap<NamedPortKey, Rc<Vec<NamedPort>>>,
 }
 
 impl PeerCache {
@@ -90,24 +44,22 @@ impl PeerCache {
         found
     }
 
-    /// The shared address set of a rule's peers (computed once per sync);
-    /// `key` is `peer_key(own, peers)`.
+    /// The shared address set of the peers `key` (computed once per sync);
+    /// `pods` are the rule's peer pods (`rule_pods`).
     pub fn peer_set(
         &mut self,
         index: &Index<'_>,
-        (own, key): (&str, &str),
-        peers: &[Peer],
+        key: &PeerKey,
         pods: &Option<Rc<Vec<usize>>>,
     ) -> Rc<PeerSet> {
         if let Some(hit) = self.sets.get(key) {
             return Rc::clone(hit);
         }
         let set = Rc::new(PeerSet {
-            id: crate::ruleset::names::short_hash(key),
-            description: describe(own, peers),
-            addrs: addresses(index, pods, peers),
+            key: SetKey::Peers(key.clone()),
+            addrs: addresses(index, pods, &key.peers),
         });
-        self.sets.insert(key.to_owned(), Rc::clone(&set));
+        self.sets.insert(key.clone(), Rc::clone(&set));
         set
     }
 
@@ -142,28 +94,32 @@ impl PeerCache {
 /// The addresses of a rule's peers: every IP of every selected pod, and every
 /// ipBlock minus its excepts.
 pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer]) -> AddrLists {
-    let mut entries: Vec<AddrEntry> = pods
+    let mut entries: Vec<Addr> = pods
         .iter()
         .flat_map(|l| l.iter())
         .flat_map(|&i| pod_entries(index, i))
         .collect();
     for peer in peers {
         if let Peer::IpBlock { cidr, except } = peer {
-            let comment = crate::ruleset::names::comment(&describe_block(cidr, except));
-            entries.extend(carve(cidr, except).into_iter().map(|range| AddrEntry {
-                range,
-                comment: Some(comment.clone()),
+            let origin = Origin::Block(Rc::new(IpBlock {
+                cidr: *cidr,
+                except: except.clone(),
             }));
+            entries.extend(
+                carve(cidr, except)
+                    .into_iter()
+                    .map(|range| Addr::new(range, origin.clone())),
+            );
         }
     }
     AddrLists::from_entries(entries)
 }
 
-/// One entry per IP of the pod at position `i`, commented `ns/pod`.
-pub fn pod_entries<'i>(index: &'i Index<'_>, i: usize) -> impl Iterator<Item = AddrEntry> + 'i {
-    let comment = index.pod_comment(i);
-    index.pods[i].ips.iter().map(move |ip| AddrEntry {
-        range: AddrRange::single(*ip),
-        comment: Some(comment.to_owned()),
-    })
+/// One entry per IP of the pod at position `i`.
+pub fn pod_entries<'i>(index: &'i Index<'_>, i: usize) -> impl Iterator<Item = Addr> + 'i {
+    let origin = index.pod_origin(i);
+    index.pods[i]
+        .ips
+        .iter()
+        .map(move |ip| Addr::new(AddrRange::single(*ip), origin.clone()))
 }

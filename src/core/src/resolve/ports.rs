@@ -2,23 +2,21 @@
 //! pod (ingress: the selected pod's own ports; egress: each peer pod's).
 
 use std::collections::BTreeMap;
-
-use super::index::Index;
 use std::rc::Rc;
 
-use super::peers::{describe, pod_entries, PeerCache};
-use super::{AddrLists, NamedPort, PeerSet, Ports};
-use crate::model::net::{carve, AddrEntry, AddrRange, PortRange};
+use super::index::Index;
+use super::peers::{pod_entries, PeerCache};
+use super::{Addr, AddrLists, NamedPort, NamedPortKey, PeerKey, PeerSet, Ports, SetKey};
+use crate::model::net::{carve, AddrRange, PortRange};
 use crate::model::{Direction, Peer, Pod, PortRef, Protocol, Rule};
-use crate::ruleset::names::{comment, short_hash};
 
-/// Resolves the ports of `rule` of a policy in `own`, whose peers have the
-/// key `peer_key(own, &rule.peers)`. `selected` are the local pods the policy
-/// selects; `peer_pods` the rule's peer pods (`None`: every pod).
+/// Resolves the ports of `rule`, whose peers have the key `peer_key`.
+/// `selected` are the local pods the policy selects; `peer_pods` the rule's
+/// peer pods (`None`: every pod).
 pub fn resolve_ports(
     index: &Index<'_>,
     cache: &mut PeerCache,
-    (own, peer_key): (&str, &str),
+    peer_key: &PeerKey,
     dir: Direction,
     rule: &Rule,
     selected: &[&Pod],
@@ -41,18 +39,15 @@ pub fn resolve_ports(
             Some(PortRef::Name(name)) => match dir {
                 Direction::Ingress => named.extend(local_named(selected, name, spec.protocol)),
                 Direction::Egress => {
-                    let key = format!("{peer_key}|{name}|{}", spec.protocol);
+                    let key = NamedPortKey {
+                        peers: peer_key.clone(),
+                        name: name.clone(),
+                        protocol: spec.protocol,
+                    };
                     let found = match cache.named.get(&key) {
                         Some(hit) => Rc::clone(hit),
                         None => {
-                            let found = Rc::new(peer_named(
-                                index,
-                                (&key, own),
-                                rule,
-                                peer_pods,
-                                name,
-                                spec.protocol,
-                            ));
+                            let found = Rc::new(peer_named(index, &key, rule, peer_pods));
                             cache.named.insert(key, Rc::clone(&found));
                             found
                         }
@@ -94,12 +89,11 @@ fn local_named(selected: &[&Pod], name: &str, protocol: Protocol) -> Vec<NamedPo
 /// rule's ipBlocks (those addresses only); with no peers, every pod.
 fn peer_named(
     index: &Index<'_>,
-    (key, own): (&str, &str),
+    key: &NamedPortKey,
     rule: &Rule,
     peer_pods: Option<&Vec<usize>>,
-    name: &str,
-    protocol: Protocol,
 ) -> Vec<NamedPort> {
+    let (name, protocol) = (key.name.as_str(), key.protocol);
     let blocks: Vec<AddrRange> = rule
         .peers
         .iter()
@@ -112,7 +106,7 @@ fn peer_named(
         Some(list) if blocks.is_empty() => list.clone(),
         _ => (0..index.pods.len()).collect(),
     };
-    let mut by_port: BTreeMap<u16, Vec<AddrEntry>> = BTreeMap::new();
+    let mut by_port: BTreeMap<u16, Vec<Addr>> = BTreeMap::new();
     for i in candidates {
         let pod = index.pods[i];
         let Some(port) = pod.named_port(name, protocol) else {
@@ -131,18 +125,9 @@ fn peer_named(
             port,
             name: name.to_owned(),
             set: Rc::new(PeerSet {
-                id: short_hash(key),
-                description: comment(&format!("port {name} of {}", describe_rule(own, rule))),
+                key: SetKey::NamedPort(key.clone()),
                 addrs: AddrLists::from_entries(entries),
             }),
         })
         .collect()
-}
-
-fn describe_rule(own: &str, rule: &Rule) -> String {
-    if rule.peers.is_empty() {
-        "every pod".to_owned()
-    } else {
-        describe(own, &rule.peers)
-    }
 }

@@ -16,7 +16,9 @@ use super::{
     Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
 use crate::model::{Direction, NamespacedName};
-use crate::resolve::{NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule};
+use crate::resolve::{
+    NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule, SetKey,
+};
 
 /// Priority of the egress base chains: before ingress, so that an egress
 /// `accept` hands the packet on to the ingress chain of the same hook.
@@ -26,6 +28,12 @@ pub const INGRESS_PRIORITY: i32 = 0;
 
 /// Builds the ruleset for a resolution.
 pub fn build(resolution: &Resolution) -> Ruleset {
+    build_with_hash(resolution, names::hash64)
+}
+
+/// [`build`], with set ids made from `hash` instead of the usual hash: tests
+/// use a constant to force every set id to collide.
+pub fn build_with_hash(resolution: &Resolution, hash: fn(&str) -> u64) -> Ruleset {
     let mut rs = Ruleset::default();
     for dir in Direction::ALL {
         for family in Family::ALL {
@@ -38,7 +46,8 @@ pub fn build(resolution: &Resolution) -> Ruleset {
     rs.chains.push(base_chain(Hook::Input, Direction::Egress));
     let mut b = Builder {
         rs: Ruleset::default(),
-        set_names: HashSet::new(),
+        ids: names::SetIds::with_hash(&set_keys(resolution), hash),
+        added: HashSet::new(),
     };
     // A policy chain without rules (a default deny) allows nothing: jumping
     // into it would cost every new flow a jump and a return. The pod chain
@@ -208,7 +217,7 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
             .into_iter()
             .filter(|f| !peers.addrs.family(*f).is_empty())
             .map(|family| {
-                let set = names::peer_set(&peers.id, family);
+                let set = names::peer_set(&b.ids.id(&peers.key), family);
                 Some((family, Match::AddrInSet { family, field, set }))
             })
             .collect(),
@@ -285,7 +294,8 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
                             .into_iter()
                             .filter(|f| !peers.addrs.family(*f).is_empty())
                         {
-                            let set = names::named_port_set(&peers.id, *protocol, *port, family);
+                            let id = b.ids.id(&peers.key);
+                            let set = names::named_port_set(&id, *protocol, *port, family);
                             b.add_set(&set, family, peers);
                             let matches = vec![
                                 Match::DestPort {
@@ -307,26 +317,57 @@ fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out
     }
 }
 
-/// The ruleset being built, and the names of the sets already in it.
+/// Every set key the resolution's rules use, for [`names::SetIds`].
+fn set_keys(resolution: &Resolution) -> Vec<SetKey> {
+    let mut keys = Vec::new();
+    for rule in resolution.policies.iter().flat_map(|p| &p.rules) {
+        if let Peers::Addrs(set) = &rule.peers {
+            keys.push(set.key.clone());
+        }
+        if let Ports::Listed { named, .. } = &rule.ports {
+            for np in named {
+                if let NamedPort::Peers { set, .. } = np {
+                    keys.push(set.key.clone());
+                }
+            }
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The ruleset being built, the set ids, and the sets already in it.
 struct Builder {
     rs: Ruleset,
-    set_names: HashSet<String>,
+    ids: names::SetIds,
+    /// (set name, family): a set joins the table once, whichever rules use it.
+    added: HashSet<String>,
 }
 
 impl Builder {
-    /// Adds the set of `peers` for `family` unless a rule already did (sets are
-    /// shared by every rule with the same peers).
+    /// Adds the set `name` of `peers` for `family` unless a rule already did
+    /// (sets are shared by every rule with the same peers; names are
+    /// distinct for distinct keys, see `names::SetIds`).
     fn add_set(&mut self, name: &str, family: Family, peers: &PeerSet) {
-        if !self.set_names.insert(name.to_owned()) {
+        if !self.added.insert(name.to_owned()) {
             return;
         }
-        let elements: &[SetElement] = peers.addrs.family(family);
+        let elements: Vec<SetElement> = peers
+            .addrs
+            .family(family)
+            .iter()
+            .map(|a| SetElement {
+                range: a.range,
+                comment: Some(names::element_comment(&a.origins)),
+            })
+            .collect();
         self.rs.sets.push(AddrSet {
             name: name.to_owned(),
             family,
             interval: elements.iter().any(|e| e.range.is_range()),
-            comment: peers.description.clone(),
-            elements: elements.to_vec(),
+            comment: names::describe_set(&peers.key),
+            elements,
         });
     }
 }

@@ -5,8 +5,13 @@
 //! not), use `[A-Za-z0-9_./-]` and are at most 255 bytes: longer or unusual
 //! names are cut and get an 8-character hash of the full name.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ipnet::IpNet;
+
 use super::{Family, Hook, Protocol};
-use crate::model::{Direction, NamespacedName};
+use crate::model::{Direction, NamespaceScope, NamespacedName, Peer};
+use crate::resolve::{Origin, PeerKey, SetKey};
 
 /// Longest object name the kernel accepts (NFT_NAME_MAXLEN minus the NUL).
 pub const MAX_NAME: usize = 255;
@@ -34,8 +39,8 @@ pub fn policy_chain(dir: Direction, policy: &NamespacedName) -> String {
 }
 
 /// `peers-<id>-v4`: the addresses of one peer definition, shared by every
-/// rule with the same peers (`id` is a hash of the definition; the set's
-/// comment spells it out, each rule's comment names its policy rule).
+/// rule with the same peers (`id` comes from [`SetIds`]; the set's comment
+/// spells the definition out, each rule's comment names its policy rule).
 pub fn peer_set(id: &str, family: Family) -> String {
     limit(&format!("peers-{id}-{}", family.suffix()))
 }
@@ -44,6 +49,129 @@ pub fn peer_set(id: &str, family: Family) -> String {
 /// port resolves to `protocol`/`port`.
 pub fn named_port_set(id: &str, protocol: Protocol, port: u16, family: Family) -> String {
     limit(&format!("peers-{id}-{protocol}-{port}-{}", family.suffix()))
+}
+
+/// The ids in set names, one per [`SetKey`], distinct for distinct keys.
+///
+/// An id is the first 8 characters of a 64-bit hash of the key's canonical
+/// text. Keys whose short ids collide all get the whole hash (13
+/// characters) instead, and keys that still collide get their position
+/// among them (in key order) appended: ids depend only on which keys exist,
+/// never on the order they were met, and two keys never share a set.
+#[derive(Debug, Clone, Default)]
+pub struct SetIds {
+    ids: HashMap<SetKey, String>,
+}
+
+impl SetIds {
+    /// Ids for `keys`, hashed with [`hash64`].
+    pub fn new<'k>(keys: impl IntoIterator<Item = &'k SetKey>) -> Self {
+        Self::with_hash(keys, hash64)
+    }
+
+    /// Ids for `keys`, hashed with `hash` (tests force collisions with it).
+    pub fn with_hash<'k>(
+        keys: impl IntoIterator<Item = &'k SetKey>,
+        hash: fn(&str) -> u64,
+    ) -> Self {
+        let keys: BTreeSet<&SetKey> = keys.into_iter().collect();
+        let mut by_short: BTreeMap<String, Vec<(&SetKey, u64)>> = BTreeMap::new();
+        for key in keys {
+            let h = hash(&key.canonical());
+            by_short.entry(base32(h, 8)).or_default().push((key, h));
+        }
+        let mut ids = HashMap::new();
+        for (short, group) in by_short {
+            if let [(key, _)] = group.as_slice() {
+                ids.insert((*key).clone(), short);
+                continue;
+            }
+            let mut by_long: BTreeMap<String, Vec<&SetKey>> = BTreeMap::new();
+            for (key, h) in group {
+                by_long.entry(base32(h, 13)).or_default().push(key);
+            }
+            for (long, keys) in by_long {
+                let alone = keys.len() == 1;
+                for (n, key) in keys.into_iter().enumerate() {
+                    let id = if alone {
+                        long.clone()
+                    } else {
+                        format!("{long}-{n}")
+                    };
+                    ids.insert(key.clone(), id);
+                }
+            }
+        }
+        Self { ids }
+    }
+
+    /// The id of `key`; one of the keys given to `new`.
+    ///
+    /// A key not given (a bug of the caller) gets its plain short id.
+    pub fn id(&self, key: &SetKey) -> String {
+        self.ids
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| base32(hash64(&key.canonical()), 8))
+    }
+}
+
+/// The peers of a key in words: `pods app=web in shop; ipBlock 10.0.0.0/8`.
+pub fn describe_peers(key: &PeerKey) -> String {
+    let own = key.own();
+    let parts: Vec<String> = key
+        .peers
+        .iter()
+        .map(|p| match p {
+            Peer::Pods {
+                namespaces: NamespaceScope::Own,
+                pods,
+            } => format!("pods {pods} in {own}"),
+            Peer::Pods {
+                namespaces: NamespaceScope::Matching(ns),
+                pods,
+            } => format!("pods {pods} in namespaces {ns}"),
+            Peer::IpBlock { cidr, except } => describe_block(cidr, except),
+        })
+        .collect();
+    comment(&parts.join("; "))
+}
+
+/// The comment of a set: what its key stands for.
+pub fn describe_set(key: &SetKey) -> String {
+    match key {
+        SetKey::Peers(k) => describe_peers(k),
+        SetKey::NamedPort(k) => {
+            let peers = if k.peers.peers.is_empty() {
+                "every pod".to_owned()
+            } else {
+                describe_peers(&k.peers)
+            };
+            comment(&format!("port {} of {peers}", k.name))
+        }
+    }
+}
+
+/// An ipBlock in words: `ipBlock 10.0.0.0/8 except 10.1.0.0/16 10.2.0.0/16`.
+pub fn describe_block(cidr: &IpNet, except: &[IpNet]) -> String {
+    if except.is_empty() {
+        return format!("ipBlock {cidr}");
+    }
+    let holes: Vec<String> = except.iter().map(ToString::to_string).collect();
+    format!("ipBlock {cidr} except {}", holes.join(" "))
+}
+
+/// The comment of a set element: who it stands for (`ns/pod`, `ipBlock …`),
+/// joined with `, ` when entries were merged.
+pub fn element_comment(origins: &[Origin]) -> String {
+    let parts: Vec<String> = origins
+        .iter()
+        .map(|o| match o {
+            Origin::Pod(pod) => comment(&pod.to_string()),
+            Origin::Block(b) => comment(&describe_block(&b.cidr, &b.except)),
+        })
+        .collect();
+    comment(&parts.join(", "))
 }
 
 /// Makes `raw` a valid name: unusual characters become `_`; if anything was
@@ -86,14 +214,25 @@ pub fn comment(raw: &str) -> String {
 /// 8 lower-case base-32 characters of a 64-bit FNV-1a hash: stable across
 /// releases and platforms.
 pub fn short_hash(s: &str) -> String {
+    base32(hash64(s), 8)
+}
+
+/// The 64-bit FNV-1a hash of `s`: stable across releases and platforms.
+pub fn hash64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h
+}
+
+/// The low `5 * chars` bits of `h` as lower-case base-32, least
+/// significant first (13 characters hold all 64 bits).
+fn base32(h: u64, chars: u32) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    (0..8)
-        .map(|i| ALPHABET[((h >> (i * 5)) & 31) as usize] as char)
+    (0..chars)
+        .map(|i| ALPHABET[(h.checked_shr(i * 5).unwrap_or(0) & 31) as usize] as char)
         .collect()
 }
 
@@ -139,6 +278,44 @@ mod tests {
         ];
         for (case, got, want) in cases {
             assert_eq!(got, want, "case: {case}");
+        }
+    }
+
+    fn key(app: &str) -> SetKey {
+        let peers = vec![Peer::Pods {
+            namespaces: NamespaceScope::Own,
+            pods: crate::model::Selector::labels([("app", app)]),
+        }];
+        SetKey::Peers(PeerKey::new("shop", &peers))
+    }
+
+    #[test]
+    fn set_ids_stay_distinct_when_hashes_collide() {
+        let keys: Vec<SetKey> = ["a", "b", "c"].map(key).into();
+        let plain = SetIds::new(&keys);
+        let ids: Vec<String> = keys.iter().map(|k| plain.id(k)).collect();
+        assert!(
+            ids.iter().all(|i| i.len() == 8),
+            "no collision: short ids {ids:?}"
+        );
+
+        // Every key hashes alike: whole hashes collide too, so positions decide.
+        let same = SetIds::with_hash(&keys, |_| 42);
+        let ids: Vec<String> = keys.iter().map(|k| same.id(k)).collect();
+        let distinct: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(distinct.len(), 3, "{ids:?}");
+        assert!(ids.iter().all(|i| i.len() == 15), "{ids:?}");
+
+        // Short ids collide, whole hashes differ: the whole hash is the id.
+        let low = SetIds::with_hash(&keys, |s| hash64(s) << 40);
+        let ids: Vec<String> = keys.iter().map(|k| low.id(k)).collect();
+        assert!(ids.iter().all(|i| i.len() == 13), "{ids:?}");
+
+        // Ids depend on the keys present, not on the order they are given.
+        let reversed: Vec<SetKey> = keys.iter().rev().cloned().collect();
+        let again = SetIds::with_hash(&reversed, |_| 42);
+        for k in &keys {
+            assert_eq!(same.id(k), again.id(k));
         }
     }
 
