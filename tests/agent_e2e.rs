@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use agent_fake_api::fake::{FakeApi, Res};
 use agent_fake_api::harness::{namespace, pod, policy};
-use kube_nftpolicy::metrics::{Health, Metrics};
+use kube_nftpolicy::health::Health;
+use kube_nftpolicy::metrics::Metrics;
 use kube_nftpolicy::sync::{self, SyncConfig};
 use nftpolicy_lab::{Cluster, Host, Proto, Serve, Stack};
 use nftpolicy_nft::NetlinkDataplane;
@@ -95,7 +96,7 @@ fn fake_api_events_are_enforced_with_real_packets() {
         .enable_all()
         .build()
         .unwrap();
-    let mut dp = NetlinkDataplane::new(Some(node.netns())).unwrap();
+    let dp = NetlinkDataplane::new(Some(node.netns())).unwrap();
     let node_name = node.name().to_owned();
     let (stop, stopped) = oneshot::channel::<()>();
     let client = {
@@ -108,16 +109,9 @@ fn fake_api_events_are_enforced_with_real_packets() {
             Duration::from_secs(60),
             Duration::from_secs(60),
         ));
-        sync::run(
-            client,
-            &mut dp,
-            &cfg,
-            Arc::new(Metrics::new()),
-            health,
-            async {
-                let _ = stopped.await;
-            },
-        )
+        sync::run(client, dp, &cfg, Arc::new(Metrics::new()), health, async {
+            let _ = stopped.await;
+        })
         .await;
     });
 

@@ -424,3 +424,79 @@ async fn fake_api_status_or_annotation_change_gives_no_sync() {
     assert!(agent.applies() > applies, "the label change was applied");
     agent.stop().await;
 }
+
+/// `/healthz` of `health`, as the HTTP server answers it.
+fn healthz(health: &kube_nftpolicy::health::Health) -> u16 {
+    let metrics = kube_nftpolicy::metrics::Metrics::new();
+    kube_nftpolicy::server::respond("GET", "/healthz", &metrics, health).status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_healthz_stays_ok_through_a_long_apply() {
+    use kube_nftpolicy::health::Health;
+    use std::sync::Arc;
+    let fake = FakeApi::new();
+    shop(&fake);
+    // Each apply takes 1.5 s; the loop must not look stalled after 300 ms.
+    let health = Arc::new(Health::new(
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+    ));
+    let agent = Agent::start_slow(
+        fake.clone(),
+        SyncConfig::new(NODE),
+        health.clone(),
+        Duration::from_millis(1500),
+    );
+    let mut polls = 0;
+    let start = std::time::Instant::now();
+    while agent.applies() == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no apply in 10 s"
+        );
+        assert_eq!(
+            healthz(&health),
+            200,
+            "healthz during the apply, after {:?}",
+            start.elapsed()
+        );
+        polls += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        polls > 50,
+        "the apply was long enough to test anything ({polls} polls)"
+    );
+    assert!(start.elapsed() > Duration::from_millis(1400));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_healthz_fails_when_a_commit_hangs() {
+    use kube_nftpolicy::health::Health;
+    use std::sync::Arc;
+    let fake = FakeApi::new();
+    shop(&fake);
+    // The kernel commit may take 200 ms here; this one takes 3 s.
+    let health = Arc::new(
+        Health::new(Duration::from_secs(60), Duration::from_secs(60))
+            .with_commit_window(Duration::from_millis(200)),
+    );
+    let agent = Agent::start_slow(
+        fake.clone(),
+        SyncConfig::new(NODE),
+        health.clone(),
+        Duration::from_secs(3),
+    );
+    eventually(
+        "healthz reports the hung commit",
+        Duration::from_secs(2),
+        || healthz(&health) == 503,
+    )
+    .await;
+    let why = health.live().unwrap_err();
+    assert!(why.contains("kernel commit"), "{why}");
+    assert_eq!(agent.applies(), 0, "the commit is still running");
+    agent.stop().await;
+}

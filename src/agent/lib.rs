@@ -12,6 +12,7 @@
 //! ```
 
 pub mod cli;
+pub mod health;
 pub mod k8s;
 pub mod metrics;
 pub mod server;

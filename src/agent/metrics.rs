@@ -1,13 +1,12 @@
-//! Prometheus metrics (`/metrics`, text format) and the health state behind
-//! `/healthz` and `/readyz`.
+//! Prometheus metrics (`/metrics`, text format); the health state behind
+//! `/healthz` and `/readyz` is in `health.rs`.
 //!
 //! Every name starts with `kube_nftpolicy_`. Error kinds are the stable
 //! `metric_label()`s of the error enums (`rejected`, `socket`, `io`,
 //! `invalid`) plus `watch` (a watch or list failed) and `invalid_object`
 //! (an API object that cannot be read, skipped).
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::text::encode;
@@ -195,81 +194,6 @@ impl Metrics {
     }
 }
 
-/// What `/healthz` and `/readyz` answer from.
-#[derive(Debug)]
-pub struct Health {
-    /// The sync loop's last sign of life.
-    heartbeat: Mutex<Instant>,
-    /// A sync has succeeded once.
-    applied: AtomicBool,
-    /// Since when applies fail (`None`: the last one succeeded).
-    failing_since: Mutex<Option<Instant>>,
-    /// Failing for this long makes the agent unready.
-    unready_after: Duration,
-    /// A heartbeat older than this makes the agent unhealthy.
-    stalled_after: Duration,
-}
-
-impl Health {
-    /// Unready after `unready_after` of failing applies; unhealthy when the
-    /// loop shows no sign of life for `stalled_after`.
-    pub fn new(unready_after: Duration, stalled_after: Duration) -> Self {
-        Self {
-            heartbeat: Mutex::new(Instant::now()),
-            applied: AtomicBool::new(false),
-            failing_since: Mutex::new(None),
-            unready_after,
-            stalled_after,
-        }
-    }
-
-    /// The loop is alive.
-    pub fn beat(&self) {
-        *lock(&self.heartbeat) = Instant::now();
-    }
-
-    /// An apply succeeded.
-    pub fn apply_ok(&self) {
-        self.applied
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        *lock(&self.failing_since) = None;
-        self.beat();
-    }
-
-    /// An apply failed.
-    pub fn apply_failed(&self) {
-        lock(&self.failing_since).get_or_insert_with(Instant::now);
-        self.beat();
-    }
-
-    /// `/healthz`: the loop showed a sign of life recently.
-    pub fn live(&self) -> Result<(), String> {
-        let age = lock(&self.heartbeat).elapsed();
-        if age > self.stalled_after {
-            return Err(format!("sync loop silent for {}s", age.as_secs()));
-        }
-        Ok(())
-    }
-
-    /// `/readyz`: the first apply succeeded and applies have not been
-    /// failing for longer than allowed.
-    pub fn ready(&self) -> Result<(), String> {
-        if !self.applied.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("no ruleset applied yet".into());
-        }
-        match *lock(&self.failing_since) {
-            Some(t) if t.elapsed() > self.unready_after => {
-                Err(format!("applies failing for {}s", t.elapsed().as_secs()))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,19 +223,5 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
-    }
-
-    #[test]
-    fn readiness() {
-        let h = Health::new(Duration::ZERO, Duration::from_secs(60));
-        assert!(h.ready().is_err(), "not ready before the first apply");
-        h.apply_ok();
-        assert!(h.ready().is_ok());
-        h.apply_failed();
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(h.ready().is_err(), "failing longer than allowed");
-        h.apply_ok();
-        assert!(h.ready().is_ok());
-        assert!(h.live().is_ok());
     }
 }

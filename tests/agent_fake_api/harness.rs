@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kube_nftpolicy::metrics::{Health, Metrics};
+use kube_nftpolicy::health::Health;
+use kube_nftpolicy::metrics::Metrics;
 use kube_nftpolicy::sync::{self, SyncConfig};
 use nftpolicy_core::model::{Direction, NamespacedName, Protocol};
 use nftpolicy_core::ruleset::names::pod_chain;
@@ -50,14 +51,17 @@ pub struct Record {
     pub applies: Vec<(Ruleset, ApplyReport, Instant)>,
 }
 
-/// A `FakeDataplane` that records into shared memory.
+/// A `FakeDataplane` that records into shared memory, and takes `delay`
+/// per apply (a slow kernel).
 pub struct Recorder {
     inner: FakeDataplane,
     record: Arc<Mutex<Record>>,
+    delay: Duration,
 }
 
 impl Dataplane for Recorder {
     fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
+        std::thread::sleep(self.delay);
         let r = self.inner.apply(desired)?;
         let mut rec = self.record.lock().unwrap();
         rec.applies
@@ -96,16 +100,28 @@ impl Agent {
 
     /// Starts the agent with `cfg`.
     pub fn start_with(fake: Arc<FakeApi>, cfg: SyncConfig) -> Self {
-        let record = Arc::new(Mutex::new(Record::default()));
-        let mut dp = Recorder {
-            inner: FakeDataplane::new(),
-            record: record.clone(),
-        };
-        let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::new(
             Duration::from_secs(60),
             Duration::from_secs(60),
         ));
+        Self::start_slow(fake, cfg, health, Duration::ZERO)
+    }
+
+    /// Starts the agent with `cfg` and `health`, on a dataplane that takes
+    /// `delay` per apply.
+    pub fn start_slow(
+        fake: Arc<FakeApi>,
+        cfg: SyncConfig,
+        health: Arc<Health>,
+        delay: Duration,
+    ) -> Self {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let dp = Recorder {
+            inner: FakeDataplane::new(),
+            record: record.clone(),
+            delay,
+        };
+        let metrics = Arc::new(Metrics::new());
         let (stop, stopped) = oneshot::channel::<()>();
         let client = fake.client();
         let m = metrics.clone();
@@ -113,7 +129,7 @@ impl Agent {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            sync::run(client, &mut dp, &cfg, m, health, shutdown).await;
+            sync::run(client, dp, &cfg, m, health, shutdown).await;
         });
         Self {
             record,

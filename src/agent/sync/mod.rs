@@ -21,20 +21,24 @@
 //!   for drift on each apply).
 //! - Shutdown (SIGTERM, SIGINT) stops the loop and leaves the table in
 //!   place: a rolling update must never open the node.
+//! - Resolve, build and apply run on the dataplane thread (`worker.rs`),
+//!   never on the async runtime; the loop keeps beating while it waits.
+
+mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, Instant};
-use tracing::{debug, info, instrument, warn, Span};
+use tracing::{info, warn};
 
+use crate::health::Health;
 use crate::k8s::{self, Stores, Take};
-use crate::metrics::{Health, Metrics, Sizes};
-use nftpolicy_core::model::Snapshot;
-use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::build::build;
+use crate::metrics::Metrics;
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
+use worker::{Job, Worker};
 
 /// How the loop paces itself.
 #[derive(Debug, Clone)]
@@ -77,26 +81,37 @@ impl SyncConfig {
     }
 }
 
-/// How often the idle loop shows it is alive.
-const HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// Starts the watchers on `client` and runs the loop until `shutdown`
-/// completes. The table stays in the kernel afterwards.
-pub async fn run<D: Dataplane>(
+/// Starts the watchers on `client` and the dataplane thread (which owns
+/// `dataplane`), and runs the loop until `shutdown` completes. The table
+/// stays in the kernel afterwards. Returns the dataplane once the thread
+/// has finished its last sync (`None` if the thread panicked or could not
+/// start).
+pub async fn run<D: Dataplane + Send + 'static>(
     client: kube::Client,
-    dataplane: &mut D,
+    dataplane: D,
     cfg: &SyncConfig,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> Option<D> {
+    let worker = match Worker::start(cfg.node.clone(), dataplane, metrics.clone(), health.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the dataplane thread");
+            return None;
+        }
+    };
     let stores = Arc::new(Stores::new(metrics.clone()));
     let _watchers = k8s::spawn(client, stores.clone());
     info!(node = %cfg.node, "watching pods, namespaces and networkpolicies");
     tokio::select! {
         _ = shutdown => info!("stopping; the table stays in place"),
-        _ = run_loop(&stores, dataplane, cfg, &metrics, &health) => {}
+        _ = run_loop(&stores, &worker, cfg, &metrics, &health) => {}
     }
+    tokio::task::spawn_blocking(move || worker.stop())
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -116,9 +131,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn run_loop<D: Dataplane>(
+async fn run_loop<D: Dataplane + Send + 'static>(
     stores: &Stores,
-    dataplane: &mut D,
+    worker: &Worker<D>,
     cfg: &SyncConfig,
     metrics: &Metrics,
     health: &Health,
@@ -141,7 +156,7 @@ async fn run_loop<D: Dataplane>(
         let timed = tokio::select! {
             _ = stores.changed() => false,
             _ = sleep_until(timer) => true,
-            _ = sleep(HEARTBEAT) => continue,
+            _ = sleep(health.beat_every()) => continue,
         };
         if retry_at.is_some_and(|r| Instant::now() < r) {
             continue; // backing off: the change waits for the retry
@@ -167,15 +182,16 @@ async fn run_loop<D: Dataplane>(
             unenforced = Some(unenforced.map_or(t, |u| u.min(t)));
         }
         last_start = Some(now);
+        let mut full_replace = None;
         if resync {
             next_resync = now + cfg.resync;
             if now >= next_full {
                 next_full = now + cfg.full_replace;
-                dataplane.force_full_replace("periodic full replace");
+                full_replace = Some("periodic full replace");
             }
         }
         soon = None;
-        match sync_once(&cfg.node, &taken.snapshot, dataplane, metrics) {
+        match sync(worker, taken.snapshot, full_replace, health).await {
             Ok(report) => {
                 health.apply_ok();
                 if let Some(t) = unenforced.take() {
@@ -197,6 +213,42 @@ async fn run_loop<D: Dataplane>(
     }
 }
 
+/// Why a sync did not happen or failed.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    /// The dataplane rejected or could not apply the ruleset.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The dataplane thread is gone (it panicked); nothing more can be applied.
+    #[error("the dataplane thread has stopped")]
+    WorkerGone,
+}
+
+/// Hands one sync to the dataplane thread and waits for it, beating
+/// meanwhile: the thread reports its own stages to `health`.
+async fn sync<D: Dataplane + Send + 'static>(
+    worker: &Worker<D>,
+    snapshot: nftpolicy_core::model::Snapshot,
+    full_replace: Option<&'static str>,
+    health: &Health,
+) -> Result<ApplyReport, SyncError> {
+    let (reply, mut outcome) = oneshot::channel();
+    let job = Job {
+        snapshot,
+        full_replace,
+        reply,
+    };
+    if !worker.submit(job) {
+        return Err(SyncError::WorkerGone);
+    }
+    loop {
+        tokio::select! {
+            r = &mut outcome => return r.map_err(|_| SyncError::WorkerGone)?.map_err(SyncError::from),
+            _ = sleep(health.beat_every()) => health.beat(),
+        }
+    }
+}
+
 /// Waits until no change came for `debounce` (at most `max_delay`), and
 /// at least `min_interval` after the last sync start.
 async fn debounce(stores: &Stores, cfg: &SyncConfig, last_start: Option<Instant>) {
@@ -213,46 +265,6 @@ async fn debounce(stores: &Stores, cfg: &SyncConfig, last_start: Option<Instant>
             return;
         }
         seen = now;
-    }
-}
-
-/// One sync: the whole ruleset for `node`, applied as one batch.
-#[instrument(skip_all, fields(pods, policies, rules))]
-fn sync_once<D: Dataplane>(
-    node: &str,
-    snapshot: &Snapshot,
-    dataplane: &mut D,
-    metrics: &Metrics,
-) -> Result<ApplyReport, ApplyError> {
-    let start = std::time::Instant::now();
-    let resolution = resolve(snapshot, node);
-    let ruleset = build(&resolution);
-    let span = Span::current();
-    span.record("pods", snapshot.pods.len());
-    span.record("policies", snapshot.policies.len());
-    span.record("rules", ruleset.rule_count());
-    match dataplane.apply(&ruleset) {
-        Ok(report) => {
-            let isolated = resolution.pods.iter();
-            let isolated = isolated.filter(|p| !p.ingress.is_empty() || !p.egress.is_empty());
-            let sizes = Sizes {
-                pods: snapshot.pods.len(),
-                local_pods: resolution.pods.len(),
-                isolated_pods: isolated.count(),
-                policies: snapshot.policies.len(),
-                namespaces: snapshot.namespaces.len(),
-                chains: ruleset.chains.len(),
-                rules: ruleset.rule_count(),
-                set_elements: ruleset.element_count(),
-            };
-            metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
-            debug!(kind = report.kind.as_str(), messages = report.messages, took = ?start.elapsed(), "synced");
-            Ok(report)
-        }
-        Err(e) => {
-            metrics.sync_failed(start.elapsed(), e.metric_label());
-            Err(e)
-        }
     }
 }
 
@@ -299,7 +311,7 @@ pub async fn controller(opts: ControllerOptions) -> Result<(), ControllerError> 
     let client = kube::Client::try_default()
         .await
         .map_err(ControllerError::Client)?;
-    let mut dataplane = NetlinkDataplane::new(opts.netns.as_deref())?;
+    let dataplane = NetlinkDataplane::new(opts.netns.as_deref())?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(opts.unready_after, Duration::from_secs(60)));
     let listener = crate::server::bind(opts.metrics_addr)
@@ -316,7 +328,7 @@ pub async fn controller(opts: ControllerOptions) -> Result<(), ControllerError> 
     ));
     run(
         client,
-        &mut dataplane,
+        dataplane,
         &opts.sync,
         metrics,
         health,
