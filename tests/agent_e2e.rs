@@ -46,6 +46,7 @@ fn until_reachable(c: &Cluster, from: &Host, to: IpAddr, want: bool, what: &str)
 
 #[test]
 fn fake_api_events_are_enforced_with_real_packets() {
+    nftpolicy_lab::kernel_test!("agent_e2e::fake_api_events_are_enforced_with_real_packets");
     let mut c = Cluster::new().expect("lab cluster (needs root)");
     let serve = [Serve {
         proto: Proto::Tcp,

@@ -37,12 +37,7 @@ fn nft(ns: &str, args: &[&str]) -> String {
 
 #[test]
 fn apply_and_cleanup_touch_our_table_only() {
-    assert!(
-        run(Command::new("id").arg("-u")).stdout
-            == b"0
-",
-        "kernel tests need root: run scripts/test.sh as root"
-    );
+    nftpolicy_lab::kernel_test!("cli_kernel::apply_and_cleanup_touch_our_table_only");
     let ns = Netns(format!("kn-cli-{}", std::process::id()));
     run(Command::new("ip").args(["netns", "add", &ns.0]));
     nft(&ns.0, &["add table ip nat { chain pre { type nat hook prerouting priority dstnat; ip daddr 10.96.0.10 tcp dport 80 dnat to 10.244.1.10:80; }; }"]);

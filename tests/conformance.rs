@@ -28,7 +28,6 @@ mod reach;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,15 +46,6 @@ const PROBE: Duration = Duration::from_millis(500);
 /// The tests of this file build labs and probe in parallel; they take
 /// turns so that one does not starve the other's probes on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn require_root() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
-    assert!(
-        matches!(uid, Ok(0)),
-        "tests/conformance.rs builds network namespaces and nftables tables and needs root \
-         (uid 0), got {uid:?}; run it as root, e.g. `sudo -E cargo test --test conformance`"
-    );
-}
 
 /// Container ports of every model pod: TCP and UDP on 80 and 81, named as
 /// upstream's `Container.PortName()`.
@@ -289,7 +279,7 @@ impl Baseline {
 
 #[test]
 fn upstream_network_policy_e2e_cases() {
-    require_root();
+    nftpolicy_lab::kernel_test!("conformance::upstream_network_policy_e2e_cases");
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let started = Instant::now();
     let mut c = model_cluster();
@@ -381,7 +371,9 @@ fn ip(h: &Host, f: Family) -> IpAddr {
 /// and across the bridge, IPv4 and IPv6.
 #[test]
 fn established_flows_survive_an_incremental_apply_that_denies_new_ones() {
-    require_root();
+    nftpolicy_lab::kernel_test!(
+        "conformance::established_flows_survive_an_incremental_apply_that_denies_new_ones"
+    );
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let mut c = Cluster::new().expect("lab cluster");
     for ns in ["x", "y"] {

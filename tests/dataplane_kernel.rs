@@ -22,6 +22,7 @@ use sample::*;
 
 #[test]
 fn full_apply_lists_as_rendered() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::full_apply_lists_as_rendered");
     let ns = Netns::new();
     let rs = sample();
     let mut dp = ns.dataplane();
@@ -35,6 +36,7 @@ fn full_apply_lists_as_rendered() {
 
 #[test]
 fn bytecode_equals_what_nft_makes_of_render() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::bytecode_equals_what_nft_makes_of_render");
     let ns_nft = Netns::new();
     let ns_dp = Netns::new();
     let rs = sample();
@@ -49,6 +51,7 @@ fn bytecode_equals_what_nft_makes_of_render() {
 
 #[test]
 fn empty_ruleset_and_second_apply_sends_nothing() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::empty_ruleset_and_second_apply_sends_nothing");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let empty = Ruleset::default();
@@ -65,6 +68,7 @@ fn empty_ruleset_and_second_apply_sends_nothing() {
 
 #[test]
 fn incremental_element_add_and_remove() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::incremental_element_add_and_remove");
     let a = sample();
     let mut b = sample();
     let web = set_mut(&mut b, WEB_V4);
@@ -95,6 +99,7 @@ fn incremental_element_add_and_remove() {
 
 #[test]
 fn incremental_chain_rules_changed() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::incremental_chain_rules_changed");
     let a = sample();
     let mut b = sample();
     let web = chain_mut(&mut b, P_WEB);
@@ -109,6 +114,7 @@ fn incremental_chain_rules_changed() {
 
 #[test]
 fn incremental_pod_chain_added_then_removed() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::incremental_pod_chain_added_then_removed");
     let a = sample();
     let mut b = sample();
     let ghost = "pod-ingress-shop/new-pod";
@@ -137,6 +143,9 @@ fn incremental_pod_chain_added_then_removed() {
 
 #[test]
 fn incremental_policy_and_set_removed_and_recreated() {
+    nftpolicy_lab::kernel_test!(
+        "dataplane_kernel::incremental_policy_and_set_removed_and_recreated"
+    );
     let a = sample();
     let mut b = sample();
     // The db pod loses its policy on allow-web; policy chain allow-db and its sets go.
@@ -157,6 +166,7 @@ fn incremental_policy_and_set_removed_and_recreated() {
 
 #[test]
 fn model_changes_that_need_a_full_replace() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::model_changes_that_need_a_full_replace");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let a = sample();
@@ -174,6 +184,7 @@ fn model_changes_that_need_a_full_replace() {
 
 #[test]
 fn deleted_table_is_detected_and_repaired() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::deleted_table_is_detected_and_repaired");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let rs = sample();
@@ -192,6 +203,7 @@ fn deleted_table_is_detected_and_repaired() {
 
 #[test]
 fn rule_added_by_hand_is_detected_and_repaired() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::rule_added_by_hand_is_detected_and_repaired");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let rs = sample();
@@ -215,6 +227,7 @@ fn rule_added_by_hand_is_detected_and_repaired() {
 
 #[test]
 fn element_deleted_by_hand_is_found_by_verify() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::element_deleted_by_hand_is_found_by_verify");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let rs = sample();
@@ -258,6 +271,7 @@ table inet filter {
 
 #[test]
 fn other_tables_are_untouched() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::other_tables_are_untouched");
     let ns = Netns::new();
     ns.load(NAT);
     let others = || {
@@ -309,6 +323,7 @@ fn other_tables_are_untouched() {
 
 #[test]
 fn twenty_thousand_elements_in_one_batch() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::twenty_thousand_elements_in_one_batch");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let rs = large(10_000);
@@ -331,6 +346,7 @@ fn twenty_thousand_elements_in_one_batch() {
 
 #[test]
 fn rejected_rule_leaves_previous_ruleset_whole() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::rejected_rule_leaves_previous_ruleset_whole");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let good = sample();
@@ -363,6 +379,7 @@ fn rejected_rule_leaves_previous_ruleset_whole() {
 
 #[test]
 fn rejected_map_element_is_named() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::rejected_map_element_is_named");
     let ns = Netns::new();
     let mut dp = ns.dataplane();
     let good = sample();
@@ -392,6 +409,7 @@ fn rejected_map_element_is_named() {
 
 #[test]
 fn cleanup_removes_only_our_table() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::cleanup_removes_only_our_table");
     let ns = Netns::new();
     assert!(!dataplane::cleanup(ns.name()).expect("nothing to clean"));
     let mut dp = ns.dataplane();
@@ -407,6 +425,7 @@ fn cleanup_removes_only_our_table() {
 /// the other into one namespace: real rulesets, full and incremental.
 #[test]
 fn golden_rulesets_apply_one_after_another() {
+    nftpolicy_lab::kernel_test!("dataplane_kernel::golden_rulesets_apply_one_after_another");
     use nftpolicy_core::{resolve::resolve, ruleset::build::build};
     use nftpolicy_source::files;
     let ns = Netns::new();

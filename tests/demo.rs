@@ -3,7 +3,6 @@
 //! directories must hold the states the README and the demo say they hold.
 //! The lab test needs root (CI runs as root); it does not skip without it.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use nftpolicy_source::files;
@@ -27,12 +26,7 @@ fn load(paths: &[PathBuf]) -> files::Loaded {
 
 #[test]
 fn calico_demo_matches_the_tutorial() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
-    assert!(
-        matches!(uid, Ok(0)),
-        "the demo builds network namespaces and needs root (uid 0), got {uid:?}; \
-         run it as root, e.g. `sudo -E cargo test --test demo`"
-    );
+    nftpolicy_lab::kernel_test!("demo::calico_demo_matches_the_tutorial");
     let outcome = calico_demo::run().expect("the lab is built and probed");
     assert_eq!(outcome.steps, STEPS.len());
     assert_eq!(

@@ -232,24 +232,9 @@ fn golden_rulesets() {
     );
 }
 
-/// Whether this process runs as root (effective uid 0), read from /proc.
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn expected_rulesets_load_in_the_kernel() {
-    assert!(
-        is_root(),
-        "this test checks every tests/golden/*/expected.nft with `unshare -n nft -c -f` \
-         and needs root (CI runs it as root). Run it as root, e.g. \
-         `sudo -E cargo test --test golden`; it does not skip."
-    );
+    nftpolicy_lab::kernel_test!("golden::expected_rulesets_load_in_the_kernel");
     let mut failures = Vec::new();
     for dir in cases() {
         let name = case_name(&dir);

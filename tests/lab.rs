@@ -4,7 +4,6 @@
 //! when those are missing: a run without root fails with a clear message.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,15 +19,6 @@ const PORTS: &[(Proto, u16)] = &[
     (Proto::Udp, 8080),
 ];
 
-fn require_root() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
-    assert!(
-        matches!(uid, Ok(0)),
-        "tests/lab.rs builds network namespaces and needs root (uid 0), got {uid:?}; \
-         run it as root, e.g. `sudo -E cargo test --test lab`"
-    );
-}
-
 fn ip(h: &Host, f: Family) -> IpAddr {
     h.ip(f)
         .unwrap_or_else(|| panic!("{} has no {f} address", h.name()))
@@ -43,7 +33,7 @@ fn serve_all(lab: &Lab, hosts: &[&Host]) -> Vec<Server> {
 
 #[test]
 fn open_cluster_connects_every_path() {
-    require_root();
+    nftpolicy_lab::kernel_test!("lab::open_cluster_connects_every_path");
     let mut lab = Lab::cluster().expect("cluster");
     let (n1, n2, ext) = (
         lab.node(1).unwrap().clone(),
@@ -116,7 +106,7 @@ fn open_cluster_connects_every_path() {
 
 #[test]
 fn bridged_traffic_hits_the_inet_forward_hook() {
-    require_root();
+    nftpolicy_lab::kernel_test!("lab::bridged_traffic_hits_the_inet_forward_hook");
     let mut lab = Lab::new().unwrap();
     let n1 = lab.add_node().unwrap();
     let a = lab
@@ -177,7 +167,9 @@ fn bridged_traffic_hits_the_inet_forward_hook() {
 
 #[test]
 fn open_stream_outlives_a_ct_new_drop_and_dies_with_a_full_drop() {
-    require_root();
+    nftpolicy_lab::kernel_test!(
+        "lab::open_stream_outlives_a_ct_new_drop_and_dies_with_a_full_drop"
+    );
     let mut lab = Lab::cluster().unwrap();
     let (n1, n2) = (lab.node(1).unwrap().clone(), lab.node(2).unwrap().clone());
     let a = lab.add_pod_auto(&n1, "a", Stack::Dual).unwrap();
@@ -230,7 +222,7 @@ fn open_stream_outlives_a_ct_new_drop_and_dies_with_a_full_drop() {
 
 #[test]
 fn nine_by_nine_matrix_in_parallel() {
-    require_root();
+    nftpolicy_lab::kernel_test!("lab::nine_by_nine_matrix_in_parallel");
     let mut lab = Lab::cluster().unwrap();
     let (n1, n2) = (lab.node(1).unwrap().clone(), lab.node(2).unwrap().clone());
     let mut pods = Vec::new();
@@ -304,7 +296,7 @@ fn listed_netns() -> Vec<String> {
 
 #[test]
 fn drop_removes_every_namespace_even_after_a_panic() {
-    require_root();
+    nftpolicy_lab::kernel_test!("lab::drop_removes_every_namespace_even_after_a_panic");
     let names = {
         let mut lab = Lab::cluster().unwrap();
         let n1 = lab.node(1).unwrap().clone();

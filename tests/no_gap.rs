@@ -20,7 +20,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,15 +45,6 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(5);
 const DENIED: u16 = 9000;
 /// The port of the allowed streams.
 const ALLOWED: u16 = 8080;
-
-fn require_root() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
-    assert!(
-        matches!(uid, Ok(0)),
-        "these kernel tests build network namespaces and need root (uid 0), got {uid:?}; \
-         run them as root, e.g. `sudo -E cargo test --test no_gap`"
-    );
-}
 
 const SERVE: &[Serve<'static>] = &[
     Serve {
@@ -215,7 +205,7 @@ fn stream_loop(mut stream: Stream, expect: &str, stop: &AtomicBool, until: Insta
 
 #[test]
 fn full_replaces_open_no_gap_and_break_no_stream() {
-    require_root();
+    nftpolicy_lab::kernel_test!("no_gap::full_replaces_open_no_gap_and_break_no_stream");
     let started = Instant::now();
     let mut c = Cluster::new().unwrap_or_else(|e| panic!("lab cluster: {e}"));
     c.add_namespace("p", &[]);
@@ -458,7 +448,7 @@ fn listing(c: &Cluster, node: u8) -> String {
 
 #[test]
 fn a_rejected_batch_leaves_the_previous_ruleset_whole() {
-    require_root();
+    nftpolicy_lab::kernel_test!("no_gap::a_rejected_batch_leaves_the_previous_ruleset_whole");
     let started = Instant::now();
     let mut c = Cluster::new().unwrap_or_else(|e| panic!("lab cluster: {e}"));
     c.add_namespace("p", &[]);

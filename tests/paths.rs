@@ -91,7 +91,6 @@ const SERVE: &[Serve<'static>] = &[
 const PORTS: &[(Proto, u16)] = &[(Proto::Tcp, 80), (Proto::Tcp, 8080), (Proto::Udp, 8080)];
 
 fn cluster() -> Cluster {
-    require_root();
     Cluster::new().unwrap_or_else(|e| panic!("lab cluster: {e}"))
 }
 
@@ -115,6 +114,7 @@ fn set(c: &mut Cluster, policies: impl IntoIterator<Item = Policy>) {
 
 #[test]
 fn same_node_pod_to_pod_across_the_bridge() {
+    nftpolicy_lab::kernel_test!("paths::same_node_pod_to_pod_across_the_bridge");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -197,6 +197,7 @@ fn maps_empty(c: &Cluster, node: &str) -> bool {
 
 #[test]
 fn cross_node_egress_on_the_sender_ingress_on_the_receiver() {
+    nftpolicy_lab::kernel_test!("paths::cross_node_egress_on_the_sender_ingress_on_the_receiver");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -297,6 +298,7 @@ fn cross_node_egress_on_the_sender_ingress_on_the_receiver() {
 
 #[test]
 fn service_cluster_ip_is_judged_by_the_backend_address() {
+    nftpolicy_lab::kernel_test!("paths::service_cluster_ip_is_judged_by_the_backend_address");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -520,6 +522,7 @@ fn service_cluster_ip_is_judged_by_the_backend_address() {
 
 #[test]
 fn node_to_local_pod_and_pod_to_its_own_node() {
+    nftpolicy_lab::kernel_test!("paths::node_to_local_pod_and_pod_to_its_own_node");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -610,6 +613,7 @@ fn node_to_local_pod_and_pod_to_its_own_node() {
 
 #[test]
 fn external_host_ip_block_with_except() {
+    nftpolicy_lab::kernel_test!("paths::external_host_ip_block_with_except");
     let started = Instant::now();
     let mut c = cluster();
     // ext is 192.0.2.2 / 2001:db8:0:1::2; ext2 is 192.0.2.66 / 2001:db8:0:2::2.
@@ -664,6 +668,7 @@ fn external_host_ip_block_with_except() {
 
 #[test]
 fn dual_stack_a_v4_ip_block_does_not_open_v6() {
+    nftpolicy_lab::kernel_test!("paths::dual_stack_a_v4_ip_block_does_not_open_v6");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -790,6 +795,7 @@ fn neighbour(lab: &Lab, host: &Host, addr: IpAddr) -> Option<String> {
 
 #[test]
 fn ipv6_neighbour_discovery_survives_default_deny() {
+    nftpolicy_lab::kernel_test!("paths::ipv6_neighbour_discovery_survives_default_deny");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -891,6 +897,7 @@ fn ipv6_neighbour_discovery_survives_default_deny() {
 
 #[test]
 fn a_rule_without_ports_allows_ping() {
+    nftpolicy_lab::kernel_test!("paths::a_rule_without_ports_allows_ping");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);
@@ -1019,6 +1026,7 @@ fn big_datagram(
 /// allowed 4000-byte datagram arrives, a denied one does not.
 #[test]
 fn fragmented_datagrams_are_judged_whole() {
+    nftpolicy_lab::kernel_test!("paths::fragmented_datagrams_are_judged_whole");
     let started = Instant::now();
     let mut c = cluster();
     c.add_namespace("p", &[]);

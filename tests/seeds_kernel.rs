@@ -151,7 +151,6 @@ struct Tutorial {
 
 impl Tutorial {
     fn new(name: &'static str) -> Self {
-        require_root();
         let c = Cluster::new().unwrap_or_else(|e| panic!("{name}: lab cluster: {e}"));
         Self {
             name,
@@ -358,6 +357,7 @@ const DNS_VIPS: [&str; 2] = ["10.96.0.10", "fd00:10:96::a"];
 
 #[test]
 fn calico_advanced_kernel() {
+    nftpolicy_lab::kernel_test!("seeds_kernel::calico_advanced_kernel");
     let gp = golden_policies("seed-calico-advanced");
     let mut t = Tutorial::new("calico_advanced");
     const DEMO: &str = "advanced-policy-demo";
@@ -647,6 +647,7 @@ fn calico_advanced_kernel() {
 
 #[test]
 fn webapp_balanced_kernel() {
+    nftpolicy_lab::kernel_test!("seeds_kernel::webapp_balanced_kernel");
     const NS: &str = "webapp-balanced";
     let mut t = Tutorial::new("webapp_balanced");
     t.ns("utils", &[]);
@@ -977,6 +978,7 @@ fn map_empty(lab: &Lab, node: &Host, map: &str) -> bool {
 
 #[test]
 fn cilium_backend_kernel() {
+    nftpolicy_lab::kernel_test!("seeds_kernel::cilium_backend_kernel");
     let gp = golden_policies("seed-cilium-backend");
     let mut t = Tutorial::new("cilium_backend");
     t.ns("default", &[]);
@@ -1174,6 +1176,7 @@ fn cilium_backend_kernel() {
 
 #[test]
 fn handbook_kernel() {
+    nftpolicy_lab::kernel_test!("seeds_kernel::handbook_kernel");
     let gp = golden_policies("seed-handbook");
     let mut t = Tutorial::new("handbook");
     t.ns("default", &[]);
@@ -1756,6 +1759,7 @@ metadata:
 
 #[test]
 fn db_policy_kernel() {
+    nftpolicy_lab::kernel_test!("seeds_kernel::db_policy_kernel");
     let mut t = Tutorial::new("db_policy");
     for ns in ["prod", "staging", "dev"] {
         t.ns(ns, &[("name", ns)]);

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use nftpolicy_core::model::Selector;
@@ -17,15 +16,6 @@ pub const T: Duration = Duration::from_millis(400);
 /// Timeout of the second try of a probe expected to connect: a loaded
 /// machine must not turn a slow "connected" into a false "blocked".
 pub const RETRY: Duration = Duration::from_secs(2);
-
-pub fn require_root() {
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid());
-    assert!(
-        matches!(uid, Ok(0)),
-        "these kernel tests build network namespaces and need root (uid 0), got {uid:?}; \
-         run them as root, e.g. `sudo -E scripts/test.sh`"
-    );
-}
 
 /// How a check talks to its destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -74,6 +74,7 @@
 //! `veth`, `bridge`, `br_netfilter`, `nf_tables` and `nf_nat`.
 
 pub mod cluster;
+pub mod gate;
 mod matrix;
 pub mod netns;
 pub mod ping;
