@@ -1,5 +1,10 @@
 //! The bad-input table for `tests/files.rs`: each case is one bad document
 //! and the one `Problem` it must produce, with the rest of the file loading.
+//! Also the tests of the typed conversion against the file reader
+//! (`typed.rs`) and of YAML 1.2 scalars (`yaml12.rs`).
+
+mod typed;
+mod yaml12;
 
 /// Document 0 of every case.
 pub const GOOD_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
@@ -98,8 +103,8 @@ fn bad_document_cases() -> Vec<(&'static str, String, Want)> {
             },
         ),
         (
-            "name of the wrong type (YAML 1.1 `no` is false, as in kubectl)",
-            format!("{np_header}metadata: {{name: no, namespace: shop}}\n"),
+            "name of the wrong type (`false`; YAML 1.2 reads `no` as a string)",
+            format!("{np_header}metadata: {{name: false, namespace: shop}}\n"),
             Want {
                 name: None,
                 ..policy_at("metadata.name", "expected a string, found a boolean")

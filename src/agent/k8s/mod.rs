@@ -5,7 +5,8 @@
 //! - `watch.rs`: one kube-rs watcher per kind (LIST, then WATCH; re-list
 //!   after `410 Gone`; backoff on errors). Objects are trimmed on arrival
 //!   (`trim.rs`, through the watcher stream's `modify`) and converted to
-//!   `model` types at once, through the same code that reads manifest files.
+//!   `model` types at once by `nftpolicy_source::api`, straight from the
+//!   typed object; the manifest reader ends in the same conversion.
 //! - `snapshot.rs`: [`Stores`], a reflector of model objects: the current
 //!   view of each kind, swapped whole when a (re-)list completes, and the
 //!   trigger of the sync loop. Invalid objects are warned about, counted and

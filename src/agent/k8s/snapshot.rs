@@ -21,11 +21,10 @@ use std::time::Instant;
 
 use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::trim::{convert, Object};
+use super::trim::{Convert, Object};
 use super::Kind;
 use crate::metrics::Metrics;
 use nftpolicy_core::model::{NamespacedName, Snapshot};
@@ -151,7 +150,7 @@ impl Stores {
     /// Applies one watcher event of `kind`. An event that leaves the view
     /// as it was (a status update of a pod, say: trimmed and converted, it
     /// is the same model object) does not wake the sync loop.
-    pub fn handle<K: Resource + Serialize>(&self, kind: Kind, event: Event<K>) {
+    pub fn handle<K: Resource + Convert>(&self, kind: Kind, event: Event<K>) {
         let arrived = Instant::now();
         self.metrics.watch_event(kind.as_str());
         // Convert before locking: the sync loop's `take` waits for the lock.
@@ -220,9 +219,9 @@ impl Stores {
     }
 
     /// Converts an object; on failure warns, counts and returns its key.
-    fn read<K: Resource + Serialize>(&self, kind: Kind, obj: &K) -> Result<Object, NamespacedName> {
+    fn read<K: Resource + Convert>(&self, kind: Kind, obj: &K) -> Result<Object, NamespacedName> {
         let key = key_of(kind, obj);
-        match convert(kind, obj) {
+        match obj.convert() {
             Ok(o) if object_key(&o) == key => Ok(o),
             Ok(o) => {
                 let got = object_key(&o);

@@ -2,25 +2,22 @@
 //! a 10,000-pod cluster holds labels and addresses, not whole pod specs) and
 //! the conversion of a trimmed object into `model` types.
 //!
-//! The conversion reuses the manifest reader (`files::Loader::add_value`): an object
-//! from the API is validated exactly as the same object in a file, so the
-//! agent and `kube-nftpolicy render` agree on every object.
-
-use std::path::Path;
+//! The conversion is `nftpolicy_source::api`, straight from the typed
+//! object: the manifest reader ends in the same functions, so an object from
+//! the API is validated exactly as the same object in a file, and the agent
+//! and `kube-nftpolicy render` agree on every object.
 
 use k8s_openapi::api::core::v1::{Container, Namespace as ApiNamespace, Pod as ApiPod};
 use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Serialize;
 
-use super::Kind;
 use nftpolicy_core::model::{Namespace, Pod, Policy};
-use nftpolicy_source::files::Loader;
+use nftpolicy_source::api::{self, Invalid};
 
 /// An object converted to the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Object {
+pub enum Object {
     /// A namespace.
     Namespace(Namespace),
     /// A pod.
@@ -80,26 +77,29 @@ pub(super) fn policy(p: &mut NetworkPolicy) {
     metadata(&mut p.metadata);
 }
 
-/// Converts a (trimmed) API object of `kind` through the manifest reader.
-/// `Err` is one line: the field and what is wrong with it.
-pub(super) fn convert<K: Serialize>(kind: Kind, obj: &K) -> Result<Object, String> {
-    let value = serde_json::to_value(obj).map_err(|e| e.to_string())?;
-    let mut loader = Loader::new();
-    loader.add_value(Path::new("api"), value);
-    let loaded = loader.finish();
-    if let Some(p) = loaded.problems.into_iter().next() {
-        return Err(match p.field {
-            Some(field) => format!("{field}: {}", p.issue),
-            None => p.issue.to_string(),
-        });
+/// A watched kind that converts to the model, through
+/// [`nftpolicy_source::api`].
+pub trait Convert {
+    /// The model object, or the field that is wrong and how.
+    fn convert(&self) -> Result<Object, Invalid>;
+}
+
+impl Convert for ApiNamespace {
+    fn convert(&self) -> Result<Object, Invalid> {
+        api::namespace(self).map(Object::Namespace)
     }
-    let s = loaded.snapshot;
-    let object = match kind {
-        Kind::Namespace => s.namespaces.into_values().next().map(Object::Namespace),
-        Kind::Pod => s.pods.into_values().next().map(Object::Pod),
-        Kind::NetworkPolicy => s.policies.into_values().next().map(Object::Policy),
-    };
-    object.ok_or_else(|| format!("not a {kind}"))
+}
+
+impl Convert for ApiPod {
+    fn convert(&self) -> Result<Object, Invalid> {
+        api::pod(self).map(Object::Pod)
+    }
+}
+
+impl Convert for NetworkPolicy {
+    fn convert(&self) -> Result<Object, Invalid> {
+        api::policy(self).map(Object::Policy)
+    }
 }
 
 #[cfg(test)]
@@ -124,7 +124,7 @@ mod tests {
         let c = &p.spec.as_ref().unwrap().containers[0];
         assert!(c.image.is_none() && c.env.is_none() && c.ports.is_some());
         assert!(p.status.as_ref().unwrap().conditions.is_none());
-        let Ok(Object::Pod(m)) = convert(Kind::Pod, &p) else {
+        let Ok(Object::Pod(m)) = p.convert() else {
             panic!("pod did not convert")
         };
         assert_eq!(m.namespace, "shop");
@@ -143,10 +143,11 @@ mod tests {
             "spec": {"ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/33"}}]}]}
         }))
         .unwrap();
-        let err = convert(Kind::NetworkPolicy, &np).unwrap_err();
-        assert!(
-            err.starts_with("spec.ingress[0].from[0].ipBlock.cidr"),
-            "{err}"
+        let err = np.convert().unwrap_err();
+        assert_eq!(err.field, "spec.ingress[0].from[0].ipBlock.cidr");
+        assert_eq!(
+            err.to_string(),
+            "spec.ingress[0].from[0].ipBlock.cidr: \"10.0.0.0/33\" is not a CIDR (address/prefix)"
         );
     }
 }

@@ -14,10 +14,10 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::task::JoinHandle;
 
-use super::{trim, Kind, Stores};
+use super::trim::{self, Convert};
+use super::{Kind, Stores};
 
 /// The running watchers; dropping this stops them.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ pub fn spawn(client: Client, stores: Arc<Stores>) -> Watchers {
 
 async fn watch<K>(api: Api<K>, kind: Kind, trim: fn(&mut K), stores: Arc<Stores>)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Serialize + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Debug + Convert + Send + Sync + 'static,
 {
     let stream = watcher(api, watcher::Config::default())
         .modify(trim)

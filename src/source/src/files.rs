@@ -26,19 +26,30 @@
 //!   duplicate rather than silently taking its place.
 //! - A quoted port of digits (`port: "80"`) is an error, as in the API: it is
 //!   neither a number nor a valid port name.
-//! - YAML 1.1 scalars are read as kubectl reads them (`yes`, `no`, `on`,
-//!   `off` are booleans), so `name: no` is a type error here too.
+//! - YAML is read by YAML 1.2, as its specification says, not by the YAML
+//!   1.1 rules kubectl's reader keeps: only `true` and `false` (also
+//!   `True`, `TRUE`, `False`, `FALSE`) are booleans, so a namespace named
+//!   `y` or a label value `on` or `no` is the string written. Integers are
+//!   decimal, `0o` octal or `0x` hex, so `1_000`, `1:20` and `0b101` are
+//!   strings too; `0777` is the decimal 777 (YAML 1.1 read it as octal).
+//!   `name: true` or `name: 0777` is still a type error naming the field.
+//!   JSON files are JSON. See `files/yaml.rs`.
+//! - Names, namespaces and label keys and values are not checked against
+//!   the API's syntax (DNS-1123, label characters): `name: Y` or a label
+//!   value `1:20` loads, though the API server would refuse the object. No
+//!   policy decision depends on their spelling.
 //! - ipBlock CIDRs with host bits set (`10.0.0.1/24`) are taken as their
 //!   network, as Go's `net.ParseCIDR` does.
 //!
-//! `k8s-openapi` types are used inside this module to read objects, and stop
-//! here: the rest of the crate sees only `model` types.
+//! Each object is deserialized into its typed `k8s-openapi` object (a type
+//! error names its exact field) and converted by [`crate::api`], the
+//! conversion the agent's watched objects go through, so a file and the API
+//! agree on every object. Callers see only `model` types.
 
 mod convert;
 mod documents;
-mod policy;
 mod problem;
-mod validate;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -202,8 +213,9 @@ impl Loader {
         }
     }
 
-    /// Adds one object (or `kind: List`) already decoded as JSON, e.g. an
-    /// API object from a watch; `source` names it in reports.
+    /// Adds one object (or `kind: List`) already decoded as JSON; `source`
+    /// names it in reports. (A typed API object needs no JSON: convert it
+    /// with [`crate::api`].)
     pub fn add_value(&mut self, source: &Path, value: Value) {
         let origin = Origin {
             file: source.to_owned(),
@@ -275,8 +287,7 @@ impl Loader {
                 Skipped::Object,
             );
         };
-        let ns = h.namespace.clone().unwrap_or_default();
-        let key = (kind, ns.clone(), name.clone());
+        let key = (kind, h.namespace.clone().unwrap_or_default(), name);
         if let Some(first) = self.seen.get(&key) {
             let first = problem::location(&first.file, Some(first.document), first.item);
             let issue = Issue::Duplicate { first };
@@ -285,11 +296,9 @@ impl Loader {
         self.seen.insert(key, origin.clone());
         let snapshot = &mut self.loaded.snapshot;
         let added = match kind {
-            Kind::Namespace => convert::namespace(&name, value).map(|n| snapshot.add_namespace(n)),
-            Kind::Pod => convert::pod(&ns, &name, value).map(|p| snapshot.add_pod(p)),
-            Kind::NetworkPolicy => {
-                policy::policy(&ns, &name, value).map(|p| snapshot.add_policy(p))
-            }
+            Kind::Namespace => convert::namespace(value).map(|n| snapshot.add_namespace(n)),
+            Kind::Pod => convert::pod(value).map(|p| snapshot.add_pod(p)),
+            Kind::NetworkPolicy => convert::policy(value).map(|p| snapshot.add_policy(p)),
         };
         if let Err(invalid) = added {
             let field = Some(invalid.field.as_str()).filter(|f| !f.is_empty());

@@ -4,6 +4,12 @@
 //! validated as the API server validates them and converted to
 //! `nftpolicy_core::model` types by the same code.
 //!
+//! - [`api`]: typed object → model, the one conversion.
+//! - [`files`]: files → documents → typed objects → [`api`], with every
+//!   problem reported by file, document, object and field.
+//!
 //! `k8s-openapi` types stop here; nothing here does network I/O.
 
+pub mod api;
 pub mod files;
+mod issue;

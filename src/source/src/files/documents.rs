@@ -5,8 +5,8 @@
 //!
 //! YAML documents are split the way kubectl splits them: at lines that start
 //! with `---` followed by nothing but blanks or a comment. Each document is
-//! then parsed on its own, so a document that does not parse is reported and
-//! the next one still loads.
+//! then parsed on its own (by YAML 1.2, in `yaml.rs`), so a document that
+//! does not parse is reported and the next one still loads.
 
 use serde_json::Value;
 
@@ -87,43 +87,9 @@ fn yaml_documents(text: &str) -> Vec<Document> {
         .enumerate()
         .map(|(index, (start, lines_before, end))| Document {
             index,
-            value: yaml_value(&text[start..end], lines_before),
+            value: super::yaml::value(&text[start..end], lines_before),
         })
         .collect()
-}
-
-/// Parses one YAML document.
-///
-/// The parser's size budgets are lifted: one `kind: List` from a 10k-pod
-/// cluster has millions of nodes, and the file's own size bounds them. What
-/// stays is what guards against hostile input that is small on disk: alias
-/// replay limits (billion laughs; lowered tenfold, as kubectl output has no
-/// anchors) and the nesting depth of 64 (deeper input overflows a 2 MiB
-/// thread stack in a debug build).
-fn yaml_value(chunk: &str, lines_before: usize) -> Result<Value, Issue> {
-    let options = serde_saphyr::options! {
-        with_snippet: false,
-        budget: serde_saphyr::budget! {
-            max_events: usize::MAX,
-            max_nodes: usize::MAX,
-            max_total_scalar_bytes: usize::MAX,
-            max_total_comment_bytes: usize::MAX,
-            max_recorded_anchor_events: 100_000,
-        },
-        alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
-        },
-    };
-    serde_saphyr::from_str_with_options::<Value>(chunk, options).map_err(|e| {
-        let render = serde_saphyr::render_options! {
-            snippets: serde_saphyr::SnippetMode::Off,
-            line_offset: lines_before as u64,
-        };
-        Issue::Syntax {
-            format: Format::Yaml,
-            message: e.render_with_options(render).replace('\n', " "),
-        }
-    })
 }
 
 /// What a document holds.
@@ -333,28 +299,6 @@ mod tests {
             "line is file-relative: {docs:?}"
         );
         assert_eq!(docs[2].1, r#"{"c":3}"#);
-    }
-
-    #[test]
-    fn nesting_is_bounded_not_fatal() {
-        let flow = |n: usize| format!("a: {}{}\n", "[".repeat(n), "]".repeat(n));
-        let block = |n: usize| (0..n).map(|i| format!("{}a:\n", " ".repeat(i))).collect();
-        assert!(
-            yaml_value(&flow(60), 0).is_ok(),
-            "nesting like a deep CRD schema"
-        );
-        for (name, text) in [("flow", flow(100_000)), ("block", block(100))] {
-            let err = yaml_value(&text, 0).expect_err(name);
-            assert!(matches!(err, Issue::Syntax { .. }), "case: {name}: {err}");
-        }
-        let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n\
-            b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
-            c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n\
-            d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
-            e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n\
-            f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n\
-            g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
-        assert!(yaml_value(bomb, 0).is_err(), "alias bomb stopped");
     }
 
     #[test]

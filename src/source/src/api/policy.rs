@@ -1,23 +1,25 @@
 //! NetworkPolicy (`networking.k8s.io/v1`) → `model::Policy`, validated as
 //! the API server validates it: selectors, policyTypes, peers, ipBlocks,
-//! ports. Every error names its field path. `k8s-openapi` stops here.
+//! ports. Every error names its field path.
 
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::Value;
 
-use super::convert::{typed, Invalid};
-use super::problem::Issue;
-use super::validate;
+use super::{validate, Invalid};
+use crate::issue::Issue;
 use nftpolicy_core::model::{
     NamespaceScope, Peer, Policy, PolicyTypes, PortRef, PortSpec, Requirement, Rule, Selector,
 };
 
-/// A NetworkPolicy; `namespace` (defaulted) and `name` come from the header.
-pub(super) fn policy(namespace: &str, name: &str, value: Value) -> Result<Policy, Invalid> {
-    let np: net::NetworkPolicy = typed(value)?;
-    let spec = np.spec.unwrap_or_default();
+/// A NetworkPolicy; `namespace` (defaulted) and `name` come from its metadata.
+pub(super) fn policy(
+    namespace: &str,
+    name: &str,
+    np: &net::NetworkPolicy,
+) -> Result<Policy, Invalid> {
+    let default = net::NetworkPolicySpec::default();
+    let spec = np.spec.as_ref().unwrap_or(&default);
     let pod_selector = match &spec.pod_selector {
         Some(s) => selector(s, "spec.podSelector")?,
         None => Selector::everything(),
@@ -186,10 +188,12 @@ fn selector(s: &LabelSelector, field: &str) -> Result<Selector, Invalid> {
 mod tests {
     use super::*;
     use nftpolicy_core::model::Operator;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn spec(spec: Value) -> Result<Policy, Invalid> {
-        policy("shop", "p", json!({"kind": "NetworkPolicy", "spec": spec}))
+        let np: net::NetworkPolicy =
+            serde_json::from_value(json!({"spec": spec})).expect("a NetworkPolicy");
+        policy("shop", "p", &np)
     }
 
     #[test]

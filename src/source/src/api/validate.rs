@@ -3,7 +3,8 @@
 //! plain values and returns an [`Issue`]; the caller adds the field path.
 //!
 //! The rules are the API server's (`ValidateNetworkPolicy`,
-//! `IsValidPortName`), so a file loads here iff `kubectl apply` would take it.
+//! `IsValidPortName`), so an object converts here iff the API server would
+//! take it, whether it came from a watch or from a file.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use std::num::NonZeroU16;
 
 use ipnet::IpNet;
 
-use super::problem::Issue;
+use crate::issue::Issue;
 use nftpolicy_core::model::{Operator, Protocol};
 
 /// A port number: 1..=65535.
