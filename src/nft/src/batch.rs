@@ -1,7 +1,8 @@
-//! Turns a plan into one netlink batch: begin, one message per object (set
-//! elements split into messages under 64 KiB), end; and remembers, per
-//! sequence number, what each message carried, so that a message the
-//! kernel rejects can be named.
+//! Turns a transaction into one netlink batch: begin, one message per op
+//! (set elements split into messages under 64 KiB), end; and remembers, per
+//! sequence number, which op each message came from, so that a message the
+//! kernel rejects can be named. The one place that maps ops to libnftnl
+//! objects (through `encode.rs` and `expr.rs`).
 //!
 //! Only the last object message asks for an ACK: the kernel reports every
 //! failing message anyway, and one ACK per message would overflow the
@@ -9,11 +10,11 @@
 
 use std::collections::HashMap;
 
-use super::diff::{is_map, Op};
-use super::encode::{self, EncodeError, KElem, SetMeta};
+use super::encode::{self, EncodeError, KElem};
 use super::expr;
 use super::ffi::MsgBuf;
 use super::nlmsg;
+use super::transaction::{Elements, Op, SetKind, Transaction};
 
 const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
 const CREATE: u16 = libc::NLM_F_CREATE as u16;
@@ -30,16 +31,16 @@ fn msg(t: i32) -> u16 {
 /// rejects the message: an apply that succeeds formats nothing.
 #[derive(Debug, Clone, Copy)]
 struct Label {
-    /// Index of the op in the plan.
+    /// Index of the op in the transaction.
     op: usize,
-    /// Rules: the rule's index in its chain; elements: the index of the
-    /// message's first element.
+    /// Elements: the index of the message's first kernel element.
     first: usize,
     /// Byte offset of the message in the buffer.
     start: usize,
 }
 
-/// One encoded batch, and the plan it encodes (to name a rejected message).
+/// One encoded batch, and the transaction it encodes (to name a rejected
+/// message).
 pub(super) struct Batch<'a> {
     /// The messages, back to back.
     pub buf: MsgBuf,
@@ -47,7 +48,7 @@ pub(super) struct Batch<'a> {
     pub begin: u32,
     /// Sequence number of the last object message (the one with an ACK).
     pub last: u32,
-    ops: &'a [Op<'a>],
+    ops: &'a [Op],
     labels: Vec<Label>,
 }
 
@@ -68,10 +69,13 @@ impl Batch<'_> {
             return format!("message {seq} of the batch");
         };
         let op = &self.ops[label.op];
-        let what = op_text(op, label.first);
-        let (Some(off), Op::AddElems(_, elems) | Op::DelElems(_, elems)) = (offset, op) else {
+        let what = op_text(&self.ops[..=label.op]);
+        let (Some(off), Op::AddElements { set, elements } | Op::DeleteElements { set, elements }) =
+            (offset, op)
+        else {
             return what;
         };
+        let elems = encode::elements(set, elements).unwrap_or_default();
         let bytes = &self.buf.bytes()[label.start..];
         let len = nlmsg::messages(bytes).first().map_or(0, |m| m.bytes.len());
         element_offsets(&bytes[..len])
@@ -84,27 +88,35 @@ impl Batch<'_> {
     }
 }
 
-/// The text of a message made from `op` (`first`: see `Label`).
-fn op_text(op: &Op<'_>, first: usize) -> String {
+/// The text of a message made from the last of `ops` (the ones before it
+/// count the rules of its chain).
+fn op_text(ops: &[Op]) -> String {
+    let Some(op) = ops.last() else {
+        return String::new();
+    };
     match op {
         Op::AddTable { .. } => "add table inet kube-nftpolicy".to_owned(),
-        Op::DelTable => "delete table inet kube-nftpolicy".to_owned(),
-        Op::AddChain(c) => format!("add chain {}", c.name),
-        Op::DelChain(name) => format!("delete chain {name}"),
-        Op::Flush(name) => format!("flush chain {name}"),
-        Op::AddRules(c) => match c.rules.get(first) {
-            Some(rule) => format!("add rule {} of chain {} ({rule})", first + 1, c.name),
-            None => format!("add rule {} of chain {}", first + 1, c.name),
-        },
-        Op::AddSet(meta) => format!("add {} {}", kind(meta), meta.name),
-        Op::DelSet(name) => format!("delete set {name}"),
-        Op::AddElems(meta, _) => format!("add elements of {} {}", kind(meta), meta.name),
-        Op::DelElems(meta, _) => format!("delete elements of {} {}", kind(meta), meta.name),
+        Op::AddRule { chain, rule } => {
+            let n = ops
+                .iter()
+                .filter(|o| matches!(o, Op::AddRule { chain: c, .. } if c == chain))
+                .count();
+            format!("add rule {n} of chain {chain} ({rule})")
+        }
+        Op::AddSet(def) => format!("add {} {}", kind(def.kind), def.name),
+        Op::AddElements { set, elements } => {
+            format!("add elements of {} {set}", elements_kind(elements))
+        }
+        Op::DeleteElements { set, elements } => {
+            format!("delete elements of {} {set}", elements_kind(elements))
+        }
+        other => other.to_string(),
     }
 }
 
-/// Encodes `ops` with sequence numbers from `*seq` on.
-pub(super) fn build<'a>(ops: &'a [Op<'a>], seq: &mut u32) -> Result<Batch<'a>, EncodeError> {
+/// Encodes `tx` with sequence numbers from `*seq` on.
+pub(super) fn build<'a>(tx: &'a Transaction, seq: &mut u32) -> Result<Batch<'a>, EncodeError> {
+    let ops = &tx.ops[..];
     let mut b = Builder {
         buf: MsgBuf::default(),
         labels: Vec::new(),
@@ -153,7 +165,7 @@ impl Builder {
     }
 
     /// Starts an object message: returns its sequence number and records
-    /// where it came from (op `op`, rule or first element `first`).
+    /// where it came from (op `op`, first element `first`).
     fn start(&mut self, op: usize, first: usize) -> u32 {
         let start = self.buf.len();
         self.last_start = Some(start);
@@ -161,19 +173,18 @@ impl Builder {
         self.next_seq()
     }
 
-    fn op(&mut self, i: usize, op: &Op<'_>) -> Result<(), EncodeError> {
+    fn op(&mut self, i: usize, op: &Op) -> Result<(), EncodeError> {
         use libc::*;
         match op {
-            Op::AddTable { bare } => {
-                let t = if *bare {
-                    encode::table_bare()
-                } else {
-                    encode::table()
+            Op::AddTable { comment } => {
+                let t = match comment {
+                    None => encode::table_bare(),
+                    Some(c) => encode::table(c)?,
                 };
                 let seq = self.start(i, 0);
                 t.write(&mut self.buf, msg(NFT_MSG_NEWTABLE), CREATE, seq);
             }
-            Op::DelTable => {
+            Op::DeleteTable => {
                 let seq = self.start(i, 0);
                 encode::table_bare().write(&mut self.buf, msg(NFT_MSG_DELTABLE), 0, seq);
             }
@@ -182,38 +193,40 @@ impl Builder {
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_NEWCHAIN), CREATE | EXCL, seq);
             }
-            Op::DelChain(name) => {
+            Op::DeleteChain { name } => {
                 let obj = encode::chain_ref(name)?;
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELCHAIN), 0, seq);
             }
-            Op::Flush(name) => {
+            Op::FlushChain { name } => {
                 let obj = expr::rule_ref(name)?;
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELRULE), 0, seq);
             }
-            Op::AddRules(c) => {
-                for (r, rule) in c.rules.iter().enumerate() {
-                    let ids = &self.ids;
-                    let obj = expr::rule(&c.name, rule, &|s: &str| ids.get(s).copied())?;
-                    let seq = self.start(i, r);
-                    obj.write(&mut self.buf, msg(NFT_MSG_NEWRULE), CREATE | APPEND, seq);
-                }
+            Op::AddRule { chain, rule } => {
+                let ids = &self.ids;
+                let obj = expr::rule(chain, rule, &|s: &str| ids.get(s).copied())?;
+                let seq = self.start(i, 0);
+                obj.write(&mut self.buf, msg(NFT_MSG_NEWRULE), CREATE | APPEND, seq);
             }
-            Op::AddSet(meta) => {
+            Op::AddSet(def) => {
                 let id = self.ids.len() as u32 + 1;
-                self.ids.insert(meta.name.clone(), id);
-                let obj = encode::set(meta, Some(id))?;
+                self.ids.insert(def.name.clone(), id);
+                let obj = encode::set(def, Some(id))?;
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_NEWSET), CREATE | EXCL, seq);
             }
-            Op::DelSet(name) => {
+            Op::DeleteSet { name } => {
                 let obj = encode::set_ref(name, None)?;
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELSET), 0, seq);
             }
-            Op::AddElems(meta, elems) => self.elems(i, meta, elems, true)?,
-            Op::DelElems(meta, elems) => self.elems(i, meta, elems, false)?,
+            Op::AddElements { set, elements } => {
+                self.elems(i, set, &encode::elements(set, elements)?, true)?
+            }
+            Op::DeleteElements { set, elements } => {
+                self.elems(i, set, &encode::elements(set, elements)?, false)?
+            }
         }
         Ok(())
     }
@@ -222,7 +235,7 @@ impl Builder {
     fn elems(
         &mut self,
         i: usize,
-        meta: &SetMeta,
+        name: &str,
         elems: &[KElem],
         add: bool,
     ) -> Result<(), EncodeError> {
@@ -242,7 +255,7 @@ impl Builder {
                 })
                 .count()
                 .max(1);
-            let mut set = encode::set_ref(&meta.name, self.ids.get(&meta.name).copied())?;
+            let mut set = encode::set_ref(name, self.ids.get(name).copied())?;
             for e in &elems[first..first + n] {
                 set.add_elem(e.to_ffi(add));
             }
@@ -254,11 +267,17 @@ impl Builder {
     }
 }
 
-fn kind(meta: &SetMeta) -> &'static str {
-    if is_map(meta) {
-        "map"
-    } else {
-        "set"
+fn kind(kind: SetKind) -> &'static str {
+    match kind {
+        SetKind::Map => "map",
+        SetKind::Plain | SetKind::Interval => "set",
+    }
+}
+
+fn elements_kind(e: &Elements) -> &'static str {
+    match e {
+        Elements::Map(_) => "map",
+        Elements::Plain(_) | Elements::Interval { .. } => "set",
     }
 }
 

@@ -1,6 +1,7 @@
-//! The typed model → libnftnl objects, attribute for attribute as nft 1.0.6
-//! builds them for the text `render` prints (checked against
-//! `nft --debug=netlink` and against kernel dumps in the kernel tests).
+//! Op payloads (tables, chains, sets, elements) → libnftnl objects,
+//! attribute for attribute as nft 1.0.6 builds them for the text `render`
+//! prints (checked against `nft --debug=netlink` and against kernel dumps in
+//! the kernel tests). Rules are `expr.rs`'s; the batch is `batch.rs`'s.
 //!
 //! Also the kernel's view of set contents (`KElem`): interval sets hold a
 //! start element per range and an end element at `last + 1`, flagged
@@ -15,8 +16,10 @@ use std::net::IpAddr;
 use nftnl::nftnl_sys as sys;
 
 use super::ffi;
+use super::ops;
+use super::transaction::{zero, ChainDef, Elements, SetDef, SetKind};
 use nftpolicy_core::ruleset::{
-    AddrSet, Chain, Family, Hook, MapElement, SetElement, VerdictMap, TABLE_COMMENT, TABLE_NAME,
+    AddrSet, Family, Hook, MapElement, SetElement, VerdictMap, TABLE_NAME,
 };
 
 /// `BYTEORDER_BIG_ENDIAN` of nft's datatypes (set userdata).
@@ -75,14 +78,12 @@ pub(super) fn table_bare() -> ffi::Table {
     t
 }
 
-/// Our table with its comment.
-pub(super) fn table() -> ffi::Table {
+/// Our table with a comment.
+pub(super) fn table(comment: &str) -> Result<ffi::Table, EncodeError> {
     let mut t = table_bare();
-    let udata = Udata::default()
-        .str(sys::NFTNL_UDATA_TABLE_COMMENT, TABLE_COMMENT)
-        .expect("the table comment is short");
+    let udata = Udata::default().str(sys::NFTNL_UDATA_TABLE_COMMENT, comment)?;
     t.set(sys::NFTNL_TABLE_USERDATA, &udata.0);
-    t
+    Ok(t)
 }
 
 /// A chain reference: table and name (delete, dumps).
@@ -95,7 +96,7 @@ pub(super) fn chain_ref(name: &str) -> Result<ffi::Chain, EncodeError> {
 }
 
 /// A chain definition (no rules): hook, priority, policy and comment.
-pub(super) fn chain(chain: &Chain) -> Result<ffi::Chain, EncodeError> {
+pub(super) fn chain(chain: &ChainDef) -> Result<ffi::Chain, EncodeError> {
     let mut c = chain_ref(&chain.name)?;
     if let Some(base) = chain.base {
         let hook = match base.hook {
@@ -112,58 +113,6 @@ pub(super) fn chain(chain: &Chain) -> Result<ffi::Chain, EncodeError> {
     Ok(c)
 }
 
-/// What kind of set: plain, with `flags interval`, or a verdict map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SetKind {
-    /// A hash of single addresses.
-    Plain,
-    /// `flags interval`.
-    Interval,
-    /// `type <addr> : verdict`.
-    Map,
-}
-
-/// Everything about a set or map but its elements: what cannot change
-/// without deleting and re-creating it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct SetMeta {
-    /// Name.
-    pub name: String,
-    /// Key family.
-    pub family: Family,
-    /// Kind.
-    pub kind: SetKind,
-    /// Comment (in the set's userdata).
-    pub comment: String,
-}
-
-impl SetMeta {
-    /// The metadata of a peer set.
-    pub(super) fn of_set(s: &AddrSet) -> Self {
-        let kind = if s.interval {
-            SetKind::Interval
-        } else {
-            SetKind::Plain
-        };
-        Self {
-            name: s.name.clone(),
-            family: s.family,
-            kind,
-            comment: s.comment.clone(),
-        }
-    }
-
-    /// The metadata of a dispatch map.
-    pub(super) fn of_map(m: &VerdictMap) -> Self {
-        Self {
-            name: m.name.clone(),
-            family: m.family,
-            kind: SetKind::Map,
-            comment: m.comment.clone(),
-        }
-    }
-}
-
 /// A set reference: table, name and (when created in the same batch) id.
 pub(super) fn set_ref(name: &str, id: Option<u32>) -> Result<ffi::Set, EncodeError> {
     check_name(name)?;
@@ -178,7 +127,7 @@ pub(super) fn set_ref(name: &str, id: Option<u32>) -> Result<ffi::Set, EncodeErr
 
 /// A set definition as nft sends it: flags, key type and length, verdict
 /// data for maps, and userdata with the key byte order and the comment.
-pub(super) fn set(meta: &SetMeta, id: Option<u32>) -> Result<ffi::Set, EncodeError> {
+pub(super) fn set(meta: &SetDef, id: Option<u32>) -> Result<ffi::Set, EncodeError> {
     let mut s = set_ref(&meta.name, id)?;
     let flags = match meta.kind {
         SetKind::Plain => 0,
@@ -303,50 +252,68 @@ fn elem_udata(comment: Option<&str>, open: bool) -> Result<Vec<u8>, EncodeError>
     Ok(u.0)
 }
 
-/// The kernel elements of a peer set, in the order nft sends them.
+/// The kernel elements of an element op on set `set`, in the order nft
+/// sends them: the zero end element first, then per address or range its
+/// start and end elements; per map entry its key and verdict.
+pub(super) fn elements(set: &str, elements: &Elements) -> Result<Vec<KElem>, EncodeError> {
+    match elements {
+        Elements::Plain(v) => range_elements(set, None, v),
+        Elements::Interval {
+            family,
+            zero_end,
+            ranges,
+        } => {
+            let head = zero_end.then(|| KElem {
+                key: key_bytes(&zero(*family)),
+                end: true,
+                goto: None,
+                udata: Vec::new(),
+            });
+            let mut out: Vec<KElem> = head.into_iter().collect();
+            out.extend(range_elements(set, Some(*family), ranges)?);
+            Ok(out)
+        }
+        Elements::Map(v) => map_entries(set, v),
+    }
+}
+
+/// The kernel elements of a whole peer set, as a full replace sends them.
 pub(super) fn set_elements(set: &AddrSet) -> Result<Vec<KElem>, EncodeError> {
-    let mut out: Vec<KElem> = zero_end(set).into_iter().collect();
-    out.extend(range_elements(set, &set.elements)?);
-    Ok(out)
+    let all = ops::set_elements(set, &set.elements, ops::zero_end(set));
+    elements(&set.name, &all)
 }
 
-/// The end element at address zero that nft puts before a first range not
-/// starting at zero (interval sets only).
-pub(super) fn zero_end(set: &AddrSet) -> Option<KElem> {
-    let first = set.elements.first()?;
-    let key = key_bytes(&first.range.first);
-    (set.interval && key.iter().any(|b| *b != 0)).then(|| KElem {
-        key: vec![0; key.len()],
-        end: true,
-        goto: None,
-        udata: Vec::new(),
-    })
+/// The kernel elements of a whole dispatch map.
+pub(super) fn map_elements(map: &VerdictMap) -> Result<Vec<KElem>, EncodeError> {
+    map_entries(&map.name, &map.elements)
 }
 
-/// The kernel elements of some of `set`'s elements: one per address, or a
-/// start and (unless the range runs to the family's end) an end per range.
-pub(super) fn range_elements<'a>(
-    set: &AddrSet,
-    elements: impl IntoIterator<Item = &'a SetElement>,
+/// The kernel elements of addresses or ranges: one per address in a plain
+/// set (`interval` is `None`), a start and (unless the range runs to the
+/// family's end) an end per range in an interval set of family `interval`.
+fn range_elements(
+    set: &str,
+    interval: Option<Family>,
+    elements: &[SetElement],
 ) -> Result<Vec<KElem>, EncodeError> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(elements.len() * 2);
     for e in elements {
         let r = &e.range;
-        if r.family() != set.family || Family::of(&r.last) != set.family || r.last < r.first {
-            return Err(EncodeError(format!("set {}: bad element {r:?}", set.name)));
+        let family = interval.unwrap_or(r.family());
+        if r.family() != family || Family::of(&r.last) != family || r.last < r.first {
+            return Err(EncodeError(format!("set {set}: bad element {r:?}")));
         }
-        if r.is_range() && !set.interval {
+        if r.is_range() && interval.is_none() {
             return Err(EncodeError(format!(
-                "set {}: range {r:?} in a set without flags interval",
-                set.name
+                "set {set}: range {r:?} in a set without flags interval"
             )));
         }
-        let end = if set.interval {
+        let end = if interval.is_some() {
             next_addr(&r.last)
         } else {
             None
         };
-        let open = set.interval && end.is_none();
+        let open = interval.is_some() && end.is_none();
         out.push(KElem {
             key: key_bytes(&r.first),
             end: false,
@@ -365,22 +332,11 @@ pub(super) fn range_elements<'a>(
     Ok(out)
 }
 
-/// The kernel elements of a dispatch map.
-pub(super) fn map_elements(map: &VerdictMap) -> Result<Vec<KElem>, EncodeError> {
-    map_entries(map, &map.elements)
-}
-
-/// The kernel elements of some of `map`'s entries.
-pub(super) fn map_entries<'a>(
-    map: &VerdictMap,
-    entries: impl IntoIterator<Item = &'a MapElement>,
-) -> Result<Vec<KElem>, EncodeError> {
+/// The kernel elements of map entries.
+fn map_entries(map: &str, entries: &[MapElement]) -> Result<Vec<KElem>, EncodeError> {
     entries
-        .into_iter()
+        .iter()
         .map(|e| {
-            if Family::of(&e.addr) != map.family {
-                return Err(EncodeError(format!("map {}: bad key {}", map.name, e.addr)));
-            }
             check_name(&e.chain)?;
             Ok(KElem {
                 key: key_bytes(&e.addr),
@@ -389,5 +345,6 @@ pub(super) fn map_entries<'a>(
                 udata: elem_udata(Some(&e.comment), false)?,
             })
         })
-        .collect()
+        .collect::<Result<_, _>>()
+        .map_err(|e: EncodeError| EncodeError(format!("map {map}: {}", e.0)))
 }

@@ -8,10 +8,11 @@ use std::fmt::Write;
 
 use nftnl::nftnl_sys as sys;
 
-use super::encode::{self, EncodeError, KElem, SetMeta};
+use super::encode::{self, EncodeError, KElem};
 use super::expr;
 use super::ffi::{self, ElemRef, ExprRef};
-use nftpolicy_core::ruleset::Ruleset;
+use super::transaction::{ChainDef, SetDef};
+use nftpolicy_core::ruleset::{Ruleset, TABLE_COMMENT};
 
 /// Our table as objects, in kernel order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -171,25 +172,25 @@ pub(super) fn table_image(table: &ffi::Table) -> (u32, Vec<u8>) {
 /// The image of the objects `encode` builds for `rs`.
 pub(super) fn of_model(rs: &Ruleset, with_elements: bool) -> Result<Image, EncodeError> {
     let mut image = Image {
-        table: Some(table_image(&encode::table())),
+        table: Some(table_image(&encode::table(TABLE_COMMENT)?)),
         ..Image::default()
     };
     for map in &rs.maps {
-        let mut s = SetImage::of(&encode::set(&SetMeta::of_map(map), None)?);
+        let mut s = SetImage::of(&encode::set(&SetDef::of_map(map), None)?);
         if with_elements {
             s.elements = Some(sorted(encode::map_elements(map)?));
         }
         image.sets.push(s);
     }
     for set in &rs.sets {
-        let mut s = SetImage::of(&encode::set(&SetMeta::of_set(set), None)?);
+        let mut s = SetImage::of(&encode::set(&SetDef::of_set(set), None)?);
         if with_elements {
             s.elements = Some(sorted(encode::set_elements(set)?));
         }
         image.sets.push(s);
     }
     for chain in &rs.chains {
-        let mut c = ChainImage::of(&encode::chain(chain)?);
+        let mut c = ChainImage::of(&encode::chain(&ChainDef::of(chain))?);
         for rule in &chain.rules {
             c.rules
                 .push(rule_text(&expr::rule(&chain.name, rule, &|_: &str| None)?));

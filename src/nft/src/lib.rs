@@ -1,51 +1,78 @@
-//! The nftables dataplane of kube-nftpolicy: puts a `Ruleset` into the kernel as ONE netlink batch
-//! (all or nothing), remembers what it applied, and sends only the
-//! difference next time.
+//! The nftables dataplane of kube-nftpolicy: puts a `Ruleset` into the
+//! kernel as ONE netlink batch (all or nothing), remembers what the kernel
+//! holds, and sends only the difference next time.
 //!
+//! ```text
+//!  what the kernel holds (KernelTable) + desired Ruleset
+//!        │ plan()  pure: full replace or the difference
+//!        ▼
+//!  Plan { kind, transaction: Transaction { ops: Vec<Op> }, deferred, reason }
+//!        │ batch::build  ops → libnftnl objects → one message buffer
+//!        ├─► NetlinkDataplane: one netlink batch to the kernel, then, once
+//!        │   the kernel took it, KernelTable::commit(transaction)
+//!        └─► FakeDataplane: KernelTable::commit(transaction) only: the
+//!            kernel's rules and errors, all or nothing
+//! ```
+//!
+//! - `transaction.rs`: `Transaction` and `Op`, what one batch does, as
+//!   owned model values; `Display` prints it in nft's words.
+//! - `plan.rs`: `plan()`, the pure planner: full replace or the difference.
+//!   `ops.rs`: the one place that maps model objects to op payloads;
+//!   `lists.rs`: name indexes and list differences it uses.
+//! - `batch.rs`: transaction → one message buffer, a label per message; the
+//!   one place that maps ops to libnftnl objects, through `encode.rs`
+//!   (tables, chains, sets, elements) and `expr.rs` (rules), as nft 1.0.6
+//!   builds them. `msgbuf.rs` holds the buffer.
+//! - `table/`: `KernelTable`, the kernel's table as ops leave it, with the
+//!   kernel's errors (`EEXIST`, `ENOENT`, `EBUSY`, ...), all or nothing.
 //! - `netlink.rs`: `NetlinkDataplane`, full replace / incremental / drift.
-//! - `diff.rs`: the plan of a batch and the kernel-order model (pure).
-//! - `encode.rs`, `expr.rs`: model → libnftnl objects, as nft 1.0.6 builds them.
-//! - `batch.rs`, `msgbuf.rs`: plan → one message buffer, a label per message.
-//! - `conn.rs`, `socket.rs`, `nlmsg.rs`: the netlink conversation.
-//! - `readback.rs`, `image.rs`: reading our table back and comparing.
+//!   `conn.rs`, `socket.rs`, `nlmsg.rs`: the netlink conversation.
+//!   `readback.rs`, `image.rs`: reading our table back and comparing.
+//! - `fake.rs`: `FakeDataplane`, for tests of code that drives a dataplane:
+//!   it plans and encodes like the netlink dataplane, then interprets the
+//!   transaction on its own `KernelTable` (never the planner's prediction).
 //! - `ffi.rs`: libnftnl objects. `unsafe` lives only in `ffi.rs`,
 //!   `msgbuf.rs` and `socket.rs`.
-//! - `fake.rs`: `FakeDataplane` for tests of code that drives a dataplane.
 //!
 //! Nothing here decides policy: the ruleset arrives complete.
 //!
 //! # Kernel order
 //!
 //! `nft list table` prints sets and chains in the order the kernel got
-//! them. The dataplane keeps the applied ruleset in that order: after a full
-//! replace it is the model's order; an incremental apply leaves existing
-//! objects where they are and appends new ones, so `render(current())` is
-//! byte for byte what `nft list table inet kube-nftpolicy` prints, while
-//! `current()` may list objects in another order than the desired ruleset
-//! (same objects, same content). See `diff.rs`.
+//! them. After a full replace that is the model's order; an incremental
+//! apply leaves existing objects where they are and appends new ones. The
+//! dataplanes' `current()` is the `KernelTable` the batches built, so
+//! `render(current())` is byte for byte what `nft list table inet
+//! kube-nftpolicy` prints, while `current()` may list objects in another
+//! order than the desired ruleset (same objects, same content).
 
 mod batch;
 mod conn;
-mod diff;
 mod encode;
 mod expr;
 mod fake;
 mod ffi;
 mod image;
+mod lists;
 mod msgbuf;
 mod netlink;
-mod next;
 mod nlmsg;
+mod ops;
+mod plan;
 mod readback;
 mod socket;
+mod table;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 use std::time::Duration;
 
 pub use fake::FakeDataplane;
 pub use netlink::{cleanup, NetlinkDataplane};
+pub use plan::{full_replace, plan, Plan};
 pub use readback::kernel_listing;
+pub use transaction::{ChainDef, Elements, Op, SetDef, SetKind, Transaction};
 
 use nftpolicy_core::ruleset::Ruleset;
 

@@ -5,7 +5,11 @@
 //!   was found is a full replace: add table, delete table, add the table
 //!   and every object, in ONE batch (no moment without rules).
 //! - Otherwise the batch carries only the difference to the last applied
-//!   ruleset, which is kept in the kernel's listing order (see `diff.rs`).
+//!   ruleset (see `plan.rs`).
+//! - What the kernel holds is kept as a `KernelTable`: each batch the kernel
+//!   accepted is applied to it by the kernel's rules (`table.rs`), so it is
+//!   in the kernel's listing order. Should our picture refuse a batch the
+//!   kernel took, it is dropped and the next apply is a full replace.
 //! - Drift: the ruleset generation id is read before each apply. If anyone
 //!   committed since our last batch, our table is dumped (chains, sets and
 //!   rules; not elements, which are the expensive part) and compared with
@@ -18,9 +22,11 @@ use std::time::Instant;
 
 use super::batch;
 use super::conn::Conn;
-use super::diff::{self, Op, Plan};
 use super::image;
+use super::plan;
 use super::readback;
+use super::table::KernelTable;
+use super::transaction::{Op, Transaction};
 use super::{ApplyError, ApplyKind, ApplyReport, Dataplane};
 use nftpolicy_core::ruleset::Ruleset;
 
@@ -28,7 +34,7 @@ use nftpolicy_core::ruleset::Ruleset;
 pub struct NetlinkDataplane {
     conn: Conn,
     /// What the kernel holds, in kernel order; `None`: unknown.
-    applied: Option<Ruleset>,
+    applied: Option<KernelTable>,
     /// Generation id right after our last batch, when nobody else
     /// committed in between.
     genid: Option<u32>,
@@ -62,7 +68,7 @@ impl NetlinkDataplane {
     /// next apply is a full replace anyway). Costs a dump of every set: for
     /// a slow periodic timer, not every sync.
     pub fn verify(&mut self) -> Result<Option<String>, ApplyError> {
-        let Some(applied) = &self.applied else {
+        let Some(applied) = self.applied.as_ref().and_then(KernelTable::ruleset) else {
             return Ok(None);
         };
         let expected = image::of_model(applied, true)?;
@@ -78,7 +84,7 @@ impl NetlinkDataplane {
     /// batch. Returns the current generation id.
     fn check_drift(&mut self) -> Result<u32, ApplyError> {
         let gen = self.conn.genid().map_err(read_error)?;
-        let Some(applied) = &self.applied else {
+        let Some(applied) = self.applied.as_ref().and_then(KernelTable::ruleset) else {
             return Ok(gen);
         };
         if self.genid == Some(gen) {
@@ -96,8 +102,8 @@ impl NetlinkDataplane {
         Ok(gen)
     }
 
-    fn send(&mut self, ops: &[Op<'_>]) -> Result<(usize, usize), ApplyError> {
-        let batch = batch::build(ops, &mut self.conn.seq)?;
+    fn send(&mut self, tx: &Transaction) -> Result<(usize, usize), ApplyError> {
+        let batch = batch::build(tx, &mut self.conn.seq)?;
         self.conn.send_batch(&batch)?;
         Ok((batch.messages(), batch.buf.len()))
     }
@@ -118,19 +124,23 @@ impl Dataplane for NetlinkDataplane {
     fn apply(&mut self, desired: &Ruleset) -> Result<ApplyReport, ApplyError> {
         let start = Instant::now();
         let before = self.check_drift()?;
-        let mut plan: Plan<'_> = diff::plan_for(self.applied.as_ref(), desired, &mut self.reason)?;
+        let applied = self.applied.as_ref().and_then(KernelTable::ruleset);
+        let plan = plan::plan_forced(applied, desired, &mut self.reason);
         let mut report = ApplyReport {
             kind: plan.kind,
             messages: 0,
             bytes: 0,
             duration: start.elapsed(),
             deferred: plan.deferred.len(),
-            reason: plan.reason.take(),
+            reason: plan.reason,
         };
-        if plan.kind == ApplyKind::NoChange {
-            return Ok(report);
+        match plan.kind {
+            ApplyKind::NoChange => return Ok(report),
+            // A full replace spells out the whole table: only when tracing.
+            ApplyKind::Full => tracing::trace!(batch = %plan.transaction, "full replace"),
+            ApplyKind::Incremental => tracing::debug!(batch = %plan.transaction, "incremental"),
         }
-        match self.send(&plan.ops) {
+        match self.send(&plan.transaction) {
             Ok((messages, bytes)) => {
                 report.messages = messages;
                 report.bytes = bytes;
@@ -144,7 +154,17 @@ impl Dataplane for NetlinkDataplane {
         // committed in between, and the next apply checks our table.
         let after = self.conn.genid().ok();
         self.genid = Some(before.wrapping_add(1)).filter(|g| after == Some(*g));
-        self.applied = Some(plan.next(self.applied.take(), desired));
+        let mut table = self.applied.take().unwrap_or_default();
+        match table.commit(plan.transaction) {
+            Ok(()) => self.applied = Some(table),
+            Err(e) => {
+                let e = ApplyError::from(e);
+                tracing::warn!(error = %e, "the kernel took a batch our picture of it refuses; replacing next time");
+                self.invalidate(format!(
+                    "our picture of the kernel refused the last batch: {e}"
+                ));
+            }
+        }
         report.duration = start.elapsed();
         Ok(report)
     }
@@ -153,7 +173,10 @@ impl Dataplane for NetlinkDataplane {
         self.invalidate("cleanup removed the table");
         // A delete of a missing table is rejected with ENOENT and commits
         // nothing: no need to ask first.
-        match self.send(&[Op::DelTable]) {
+        let tx = Transaction {
+            ops: vec![Op::DeleteTable],
+        };
+        match self.send(&tx) {
             Ok(_) => Ok(true),
             Err(ApplyError::Rejected { errno, .. }) if errno == libc::ENOENT => Ok(false),
             Err(e) => Err(e),
@@ -161,7 +184,7 @@ impl Dataplane for NetlinkDataplane {
     }
 
     fn current(&self) -> Option<&Ruleset> {
-        self.applied.as_ref()
+        self.applied.as_ref().and_then(KernelTable::ruleset)
     }
 }
 

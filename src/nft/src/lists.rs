@@ -1,7 +1,5 @@
-//! The ruleset the kernel holds after an incremental batch, in kernel
-//! order (see `diff.rs`): built from the previous one by moving what did not
-//! change, so a one-element change costs a walk over the lists, not a copy
-//! of them. Also the list difference both use.
+//! Lists by name and the difference of two element lists: the indexes the
+//! planner (`plan.rs`) builds once per plan for each side.
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::hash::Hash;
@@ -9,7 +7,7 @@ use std::hash::Hash;
 use nftpolicy_core::ruleset::Ruleset;
 
 /// The positions of a ruleset's sets and chains by name, built once per
-/// plan for each side and shared by the plan and `next_model`.
+/// plan for each side.
 #[derive(Debug, Default)]
 pub(super) struct ByName<'r> {
     /// Set name to its index in `sets`.
@@ -36,75 +34,6 @@ impl<'r> ByName<'r> {
                 .collect(),
         }
     }
-}
-
-/// The ruleset after an incremental batch: kept objects where they were,
-/// with the desired content where the batch `touched` it; emptied chains
-/// kept until deleted; new and re-created objects at the end of their
-/// lists, in desired order. `wanted` indexes `desired`.
-pub(super) fn next_model(
-    applied: Ruleset,
-    desired: &Ruleset,
-    wanted: &ByName<'_>,
-    recreated: &HashSet<String>,
-    touched: &HashSet<String>,
-    deferred: &[String],
-) -> Ruleset {
-    let mut next = Ruleset::default();
-    // Maps are the same objects in the same order (else: full replace).
-    for (mut a, d) in applied.maps.into_iter().zip(&desired.maps) {
-        if touched.contains(&a.name) {
-            a.elements = merge(std::mem::take(&mut a.elements), &d.elements);
-        }
-        next.maps.push(a);
-    }
-    let mut kept = vec![false; desired.sets.len()];
-    for mut a in applied.sets {
-        let Some(&i) = wanted.sets.get(a.name.as_str()) else {
-            continue;
-        };
-        if recreated.contains(&a.name) {
-            continue;
-        }
-        kept[i] = true;
-        if touched.contains(&a.name) {
-            a.elements = merge(std::mem::take(&mut a.elements), &desired.sets[i].elements);
-        }
-        next.sets.push(a);
-    }
-    let fresh = desired.sets.iter().zip(&kept).filter(|(_, k)| !**k);
-    next.sets.extend(fresh.map(|(s, _)| s.clone()));
-    let mut kept = vec![false; desired.chains.len()];
-    for mut a in applied.chains {
-        if let Some(&i) = wanted.chains.get(a.name.as_str()) {
-            kept[i] = true;
-            if touched.contains(&a.name) {
-                a.rules = desired.chains[i].rules.clone();
-            }
-            next.chains.push(a);
-        } else if deferred.contains(&a.name) {
-            a.rules.clear();
-            next.chains.push(a);
-        }
-    }
-    let fresh = desired.chains.iter().zip(&kept).filter(|(_, k)| !**k);
-    next.chains.extend(fresh.map(|(c, _)| c.clone()));
-    next
-}
-
-/// `new`, reusing the equal elements of `old` (both sorted, as the model
-/// keeps them; otherwise a copy of `new`).
-fn merge<T: Ord + Clone>(old: Vec<T>, new: &[T]) -> Vec<T> {
-    if !old.is_sorted() || !new.is_sorted() {
-        return new.to_vec();
-    }
-    let mut out = Vec::with_capacity(new.len());
-    let mut old = old.into_iter().peekable();
-    for d in new {
-        while old.next_if(|o| o < d).is_some() {}
-        out.push(old.next_if(|o| o == d).unwrap_or_else(|| d.clone()));
-    }
-    out
 }
 
 /// What is only in `old`, and what is only in `new` (an entry whose
@@ -146,7 +75,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn changed_and_merge_agree_sorted_or_not() {
+    fn changed_agrees_sorted_or_not() {
         for (old, new) in [
             (vec![1, 3, 5, 7], vec![2, 3, 7, 9]),
             (vec![5, 1, 3], vec![3, 9, 1]),
@@ -166,7 +95,6 @@ mod tests {
                 v.sort();
             }
             assert_eq!((g, c), (expect_gone, expect_came));
-            assert_eq!(merge(old.clone(), &new), new);
         }
     }
 }
