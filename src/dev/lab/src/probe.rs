@@ -169,6 +169,25 @@ fn probe_result(job: &ProbeJob, timeout: Duration) -> Result<String, LabError> {
     })
 }
 
+/// One request from the namespace `netns` (any namespace) to `to`; returns
+/// the name of the server that answered, or why none did.
+pub fn request_from(
+    netns: &str,
+    to: SocketAddr,
+    proto: Proto,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    let from = netns.to_owned();
+    netns::in_netns(netns, move || {
+        request_here(to, proto, timeout).map_err(|e| LabError::Probe {
+            from,
+            to,
+            proto,
+            reason: e.to_string(),
+        })
+    })
+}
+
 impl Lab {
     /// One request from `from`'s namespace to `to:port`; returns the name of
     /// the server that answered, or why none did.

@@ -9,7 +9,7 @@
 //! [`SERVER_POLL`] so that threads notice the stop flag, and stopping joins them all.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,56 +92,67 @@ impl Lab {
     /// for every address of the namespace (both families). Each reply is the
     /// host's name and a newline; TCP connections are served until EOF.
     pub fn serve(&self, host: &Host, ports: &[(Proto, u16)]) -> Result<Server, LabError> {
-        let specs: Vec<(Proto, SocketAddr)> = self
-            .addresses(host)
-            .iter()
-            .flat_map(|a| {
-                ports
-                    .iter()
-                    .map(move |(proto, p)| (*proto, SocketAddr::new(*a, *p)))
-            })
-            .collect();
-        if specs.is_empty() {
-            return Err(LabError::Setup(format!(
-                "serve: host {} has no address or no port given",
-                host.name
-            )));
-        }
-        let ns = host.netns.clone();
-        let socks = netns::in_netns(&host.netns, move || {
-            specs
-                .iter()
-                .map(|(proto, addr)| open(&ns, *proto, *addr))
-                .collect::<Result<Vec<_>, _>>()
-        })?;
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            listeners: Mutex::new(Vec::new()),
-            conns: Mutex::new(Vec::new()),
-        });
-        // From here on the guard owns the threads: an error below stops them.
-        let guard = Server {
-            shared: Arc::clone(&shared),
-            stop_on_drop: true,
-        };
-        let reply: Arc<[u8]> = format!("{}\n", host.name).into_bytes().into();
-        for sock in socks {
-            let (mine, reply) = (Arc::clone(&shared), Arc::clone(&reply));
-            let handle = std::thread::Builder::new()
-                .name(format!("echo-{}", host.name))
-                .spawn(move || match sock {
-                    Sock::Tcp(l) => tcp_loop(&l, &mine, &reply),
-                    Sock::Udp(u) => udp_loop(&u, &mine, &reply),
-                })
-                .map_err(|source| LabError::Io {
-                    context: format!("spawn echo thread for {}", host.name),
-                    source,
-                })?;
-            lock(&shared.listeners).push(handle);
-        }
-        lock(&self.servers).push(shared);
-        Ok(guard)
+        let server = serve_in(&host.netns, &host.name, self.addresses(host), ports)?;
+        lock(&self.servers).push(Arc::clone(&server.shared));
+        Ok(server)
     }
+}
+
+/// Starts echo servers in the namespace `netns` (any namespace, not only a
+/// lab's) on every `(proto, port)` of every address in `addrs`; each reply
+/// is `name` and a newline. They stop when the returned guard drops.
+pub fn serve_in(
+    netns: &str,
+    name: &str,
+    addrs: &[IpAddr],
+    ports: &[(Proto, u16)],
+) -> Result<Server, LabError> {
+    let specs: Vec<(Proto, SocketAddr)> = addrs
+        .iter()
+        .flat_map(|a| {
+            ports
+                .iter()
+                .map(move |(proto, p)| (*proto, SocketAddr::new(*a, *p)))
+        })
+        .collect();
+    if specs.is_empty() {
+        return Err(LabError::Setup(format!(
+            "serve: host {name} has no address or no port given"
+        )));
+    }
+    let ns = netns.to_owned();
+    let socks = netns::in_netns(netns, move || {
+        specs
+            .iter()
+            .map(|(proto, addr)| open(&ns, *proto, *addr))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        listeners: Mutex::new(Vec::new()),
+        conns: Mutex::new(Vec::new()),
+    });
+    // From here on the guard owns the threads: an error below stops them.
+    let guard = Server {
+        shared: Arc::clone(&shared),
+        stop_on_drop: true,
+    };
+    let reply: Arc<[u8]> = format!("{name}\n").into_bytes().into();
+    for sock in socks {
+        let (mine, reply) = (Arc::clone(&shared), Arc::clone(&reply));
+        let handle = std::thread::Builder::new()
+            .name(format!("echo-{name}"))
+            .spawn(move || match sock {
+                Sock::Tcp(l) => tcp_loop(&l, &mine, &reply),
+                Sock::Udp(u) => udp_loop(&u, &mine, &reply),
+            })
+            .map_err(|source| LabError::Io {
+                context: format!("spawn echo thread for {name}"),
+                source,
+            })?;
+        lock(&shared.listeners).push(handle);
+    }
+    Ok(guard)
 }
 
 /// Locks `m`, also when a thread panicked holding it (the lab still has to
