@@ -200,7 +200,7 @@ cmd_up() {
   [[ $n =~ ^[1-9]$ ]] || die "NODES must be 1..9"
   if [ -f "$dir/cluster.env" ]; then die "already up in $dir (run: $0 down)"; fi
   "$root/scripts/deps.sh"
-  cluster_bin=$("$root/scripts/cluster-build.sh" | tail -n 1)
+  cluster_bin=${KNP_CLUSTER_BIN:-$("$root/scripts/cluster-build.sh" | tail -n 1)}
   build_ours
   export KNP_CLUSTER_BIN=$cluster_bin
   eval "$("$cp" up)"

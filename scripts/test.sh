@@ -15,4 +15,10 @@ fi
 export KNP_REQUIRE_KERNEL=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The local cluster's tests need etcd, kube-apiserver, kubectl and the CNI
+# plugins (built from pinned Go modules, cached), and the node runner.
+command -v go >/dev/null || { echo "scripts/test.sh: the cluster tests need Go >= 1.26.8 in PATH" >&2; exit 1; }
+KNP_CLUSTER_BIN=$(./scripts/cluster-build.sh | tail -n 1)
+export KNP_CLUSTER_BIN
+cargo build --workspace --bins
 cargo test --workspace
