@@ -131,8 +131,12 @@ async fn fake_api_relist_after_410_gone() {
     assert!(fake.lists(Res::Pods) > lists, "pods were listed again");
     let text = agent.metrics.encode();
     assert!(
-        text.contains("kube_nftpolicy_errors_total{kind=\"watch\"}"),
-        "{text}"
+        text.contains("kube_nftpolicy_errors_total{kind=\"watch_gone\"}"),
+        "a 410 is counted as such: {text}"
+    );
+    assert!(
+        text.contains("kube_nftpolicy_lists_total{kind=\"pod\"} 2"),
+        "the first list and the re-list: {text}"
     );
     agent.stop().await;
 }

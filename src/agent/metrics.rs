@@ -35,6 +35,7 @@ pub struct Metrics {
     event_to_enforced: Histogram,
     errors: Family<Label, Counter>,
     watch_events: Family<Label, Counter>,
+    lists: Family<Label, Counter>,
     invalid_objects: Family<Label, Gauge>,
     last_success: Gauge<f64, AtomicU64>,
     /// Gauges of the last successful sync, by name.
@@ -79,6 +80,7 @@ impl Metrics {
             event_to_enforced: seconds_histogram(),
             errors: Family::default(),
             watch_events: Family::default(),
+            lists: Family::default(),
             invalid_objects: Family::default(),
             last_success: Gauge::default(),
             objects: Family::default(),
@@ -105,6 +107,11 @@ impl Metrics {
             "watch_events",
             "Watch events received, by object kind",
             m.watch_events.clone(),
+        );
+        r.register(
+            "lists",
+            "Complete lists (the first, and every re-list after 410 Gone or a lost watch), by object kind",
+            m.lists.clone(),
         );
         r.register(
             "invalid_objects",
@@ -183,6 +190,11 @@ impl Metrics {
         self.watch_events
             .get_or_create(&[("kind", object_kind)])
             .inc();
+    }
+
+    /// Counts one (re-)list of an object kind.
+    pub fn list(&self, object_kind: &'static str) {
+        self.lists.get_or_create(&[("kind", object_kind)]).inc();
     }
 
     /// Sets the number of objects of a kind skipped as invalid.

@@ -19,7 +19,7 @@ mod trim;
 mod watch;
 
 pub use snapshot::{Stores, Take, Taken};
-pub use watch::{spawn, Watchers};
+pub use watch::{spawn, WatchFailure, Watchers};
 
 /// The kinds the agent watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tracing::warn;
 
 use super::trim::{Convert, Object};
+use super::watch::WatchFailure;
 use super::Kind;
 use crate::metrics::Metrics;
 use nftpolicy_core::model::{NamespacedName, Snapshot};
@@ -166,6 +167,7 @@ impl Stores {
         let ks = &mut st.kinds[kind.index()];
         let changed = match step {
             Step::Init => {
+                self.metrics.list(kind.as_str());
                 ks.relist = Some(Vec::new());
                 ks.relist_invalid.clear();
                 false
@@ -239,9 +241,26 @@ impl Stores {
 
     /// A watch or list of `kind` failed; the watcher retries with backoff
     /// and re-lists, and the last view stays enforced.
-    pub fn watch_error(&self, kind: Kind, error: &dyn std::fmt::Display) {
-        warn!(%kind, %error, "watch failed; retrying (the last state stays enforced)");
-        self.metrics.error("watch");
+    pub fn watch_error(&self, kind: Kind, failure: WatchFailure, error: &dyn std::fmt::Display) {
+        match failure {
+            WatchFailure::Forbidden => tracing::error!(
+                %kind, %error,
+                "the agent may not list/watch {kind}s: check the ClusterRole kube-nftpolicy \
+                 (manifests/00-rbac.yaml); retrying, the last state stays enforced"
+            ),
+            WatchFailure::Unauthorized => tracing::error!(
+                %kind, %error,
+                "the API server does not accept the agent's credentials; retrying, \
+                 the last state stays enforced"
+            ),
+            WatchFailure::Gone => {
+                tracing::info!(%kind, %error, "resource version too old; listing again")
+            }
+            WatchFailure::Other => {
+                warn!(%kind, %error, "watch failed; retrying (the last state stays enforced)")
+            }
+        }
+        self.metrics.error(failure.metric_label());
     }
 
     /// A counter of changes: equal values, no change in between.

@@ -70,7 +70,50 @@ where
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => stores.handle(kind, event),
-            Err(e) => stores.watch_error(kind, &e),
+            Err(e) => stores.watch_error(kind, classify(&e), &e),
+        }
+    }
+}
+
+/// What kind of watch failure `e` is, for the metric label and the log.
+pub(super) fn classify(e: &watcher::Error) -> WatchFailure {
+    use watcher::Error as W;
+    let status = match e {
+        W::InitialListFailed(kube::Error::Api(s))
+        | W::WatchStartFailed(kube::Error::Api(s))
+        | W::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        W::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    match status {
+        Some(401) => WatchFailure::Unauthorized,
+        Some(403) => WatchFailure::Forbidden,
+        Some(410) => WatchFailure::Gone,
+        _ => WatchFailure::Other,
+    }
+}
+
+/// Kinds of watch failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchFailure {
+    /// 401: the agent's credentials are not accepted.
+    Unauthorized,
+    /// 403: RBAC does not let the agent list or watch this kind.
+    Forbidden,
+    /// 410: the resource version is too old (compacted); a re-list follows.
+    Gone,
+    /// Anything else (connection lost, timeouts, 5xx).
+    Other,
+}
+
+impl WatchFailure {
+    /// The `errors_total{kind}` label.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            WatchFailure::Unauthorized => "unauthorized",
+            WatchFailure::Forbidden => "forbidden",
+            WatchFailure::Gone => "watch_gone",
+            WatchFailure::Other => "watch",
         }
     }
 }
