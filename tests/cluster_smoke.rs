@@ -15,7 +15,7 @@ const T: Duration = Duration::from_secs(10);
 #[test]
 fn cluster_example_is_enforced_and_the_agent_answers_its_probes() {
     nftpolicy_lab::kernel_test!("cluster_smoke");
-    let c = Cluster::up(2, "");
+    let c = Cluster::up(0, 2, "");
     let example = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/cluster/00-demo.yaml"

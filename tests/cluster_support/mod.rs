@@ -3,21 +3,51 @@
 //! the default ones is left alone), our agent from this build, and helpers
 //! to drive it with kubectl and probe it with real packets.
 //!
-//! One cluster per test binary at a time: `Cluster::up` takes it down
-//! again on drop (also when the test panics, after printing the end of
-//! every log).
+//! Each test binary names its cluster with a small id of its own, which
+//! picks the directory, the namespace prefix and the ports, so that test
+//! binaries may run at the same time. `Cluster::up` takes it down again on
+//! drop (also when the test panics, after printing the end of every log).
+//!
+//! | id | test binary |
+//! | --- | --- |
+//! | 0 | cluster_smoke |
+//! | 1 | cluster_seeds |
+//! | 2 | cluster_validation |
+//! | 3 | cluster_resilience |
+//! | 4 | cluster_rbac |
+//! | 5 | cluster_load |
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// The test cluster's directory.
-pub const DIR: &str = "/run/knp-test-cluster";
-/// The prefix of its network namespaces.
-pub const PREFIX: &str = "kt";
-/// Its ports (not the defaults of scripts/control-plane.sh).
-pub const APISERVER_PORT: u16 = 16443;
+/// Where a test cluster lives: directory, namespace prefix, ports (not the
+/// defaults of scripts/control-plane.sh).
+#[derive(Debug, Clone)]
+pub struct Place {
+    /// The state directory.
+    pub dir: PathBuf,
+    /// The prefix of its network namespaces.
+    pub prefix: String,
+    /// kube-apiserver's port.
+    pub apiserver_port: u16,
+    /// etcd's client port.
+    pub etcd_port: u16,
+}
+
+impl Place {
+    /// The place of cluster `id` (see the table above).
+    pub fn of(id: u8) -> Self {
+        let n = u16::from(id) * 10;
+        Self {
+            dir: PathBuf::from(format!("/run/knp-test-{id}")),
+            prefix: format!("kt{id}"),
+            apiserver_port: 16443 + n,
+            etcd_port: 12379 + n,
+        }
+    }
+}
 
 /// A running test cluster.
 pub struct Cluster {
@@ -25,6 +55,8 @@ pub struct Cluster {
     pub kubectl: PathBuf,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// Where it lives.
+    pub place: Place,
     nodes: u8,
 }
 
@@ -45,14 +77,14 @@ pub fn runner_bin() -> PathBuf {
     runner
 }
 
-fn script(args: &[&str], extra_env: &[(&str, String)]) -> Output {
+fn script(place: &Place, args: &[&str], extra_env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(repo().join("scripts/cluster.sh"));
     cmd.args(args)
-        .env("KNP_CLUSTER_DIR", DIR)
-        .env("KNP_CLUSTER_PREFIX", PREFIX)
-        .env("KNP_APISERVER_PORT", APISERVER_PORT.to_string())
-        .env("KNP_ETCD_CLIENT_PORT", "12379")
-        .env("KNP_ETCD_PEER_PORT", "12380")
+        .env("KNP_CLUSTER_DIR", &place.dir)
+        .env("KNP_CLUSTER_PREFIX", &place.prefix)
+        .env("KNP_APISERVER_PORT", place.apiserver_port.to_string())
+        .env("KNP_ETCD_CLIENT_PORT", place.etcd_port.to_string())
+        .env("KNP_ETCD_PEER_PORT", (place.etcd_port + 1).to_string())
         .env("KNP_AGENT_BIN", env!("CARGO_BIN_EXE_kube-nftpolicy"))
         .env("KNP_RUNNER_BIN", runner_bin())
         .stdin(Stdio::null());
@@ -67,18 +99,21 @@ fn text(b: &[u8]) -> String {
 }
 
 impl Cluster {
-    /// Brings up a cluster of `nodes` nodes; `agent_args` are extra flags
-    /// for every agent.
-    pub fn up(nodes: u8, agent_args: &str) -> Cluster {
+    /// Brings up cluster `id` of `nodes` nodes; `agent_args` are extra
+    /// flags for every agent.
+    pub fn up(id: u8, nodes: u8, agent_args: &str) -> Cluster {
+        let place = Place::of(id);
         // A cluster left by a killed earlier run goes first.
-        let _ = script(&["down"], &[]);
+        let _ = script(&place, &["down"], &[]);
         let out = script(
+            &place,
             &["up", &nodes.to_string()],
             &[("KNP_AGENT_ARGS", agent_args.to_owned())],
         );
         let mut c = Cluster {
             kubectl: PathBuf::new(),
-            kubeconfig: PathBuf::from(DIR).join("admin.kubeconfig"),
+            kubeconfig: place.dir.join("admin.kubeconfig"),
+            place,
             nodes,
         };
         if !out.status.success() {
@@ -162,7 +197,7 @@ impl Cluster {
         loop {
             let ready = pods
                 .iter()
-                .all(|p| nftpolicy_cluster::state::find(Path::new(DIR), namespace, p).is_some());
+                .all(|p| nftpolicy_cluster::state::find(&self.place.dir, namespace, p).is_some());
             if ready {
                 return;
             }
@@ -186,8 +221,9 @@ impl Cluster {
         v6: bool,
         timeout: Duration,
     ) -> Result<String, String> {
+        let dir = self.place.dir.to_string_lossy().into_owned();
         let mut args = vec![
-            "probe", "--dir", DIR, "--from", from, "--to", to, "--port", port,
+            "probe", "--dir", &dir, "--from", from, "--to", to, "--port", port,
         ];
         let ms = timeout.as_millis().to_string();
         args.extend(["--timeout-ms", &ms]);
@@ -246,7 +282,7 @@ impl Cluster {
 
     /// The network namespace of node `n`.
     pub fn node_netns(&self, n: u8) -> String {
-        format!("{PREFIX}-node{n}")
+        format!("{}-node{n}", self.place.prefix)
     }
 
     /// A GET of `path` on the agent of node `n`, from inside the node (as
@@ -302,7 +338,7 @@ impl Cluster {
 
     /// `scripts/cluster.sh ARGS` (agent stop/start/restart, restart-apiserver, ...).
     pub fn script(&self, args: &[&str]) -> String {
-        let out = script(args, &[]);
+        let out = script(&self.place, args, &[]);
         assert!(
             out.status.success(),
             "scripts/cluster.sh {args:?} failed: {}{}",
@@ -314,19 +350,19 @@ impl Cluster {
 
     /// The agent log of node `n`.
     pub fn agent_log(&self, n: u8) -> String {
-        std::fs::read_to_string(Path::new(DIR).join(format!("logs/agent-node{n}.log")))
+        std::fs::read_to_string(self.place.dir.join(format!("logs/agent-node{n}.log")))
             .unwrap_or_default()
     }
 
     /// The pid of the agent of node `n`.
     pub fn agent_pid(&self, n: u8) -> Option<i32> {
-        std::fs::read_to_string(Path::new(DIR).join(format!("run/agent-node{n}.pid")))
+        std::fs::read_to_string(self.place.dir.join(format!("run/agent-node{n}.pid")))
             .ok()
             .and_then(|p| p.trim().parse().ok())
     }
 
     fn dump_logs(&self) {
-        let Ok(dir) = std::fs::read_dir(Path::new(DIR).join("logs")) else {
+        let Ok(dir) = std::fs::read_dir(self.place.dir.join("logs")) else {
             return;
         };
         for f in dir.flatten() {
@@ -338,7 +374,7 @@ impl Cluster {
             }
         }
         for f in ["kube-apiserver.log", "etcd.log"] {
-            let t = std::fs::read_to_string(Path::new(DIR).join(f)).unwrap_or_default();
+            let t = std::fs::read_to_string(self.place.dir.join(f)).unwrap_or_default();
             let tail: Vec<&str> = t.lines().rev().take(15).collect();
             eprintln!("==== {f} (last 15 lines)");
             for l in tail.into_iter().rev() {
@@ -353,7 +389,7 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        let out = script(&["down"], &[]);
+        let out = script(&self.place, &["down"], &[]);
         if !out.status.success() {
             eprintln!("scripts/cluster.sh down failed: {}", text(&out.stderr));
         }
