@@ -46,7 +46,8 @@
 //! Where a tutorial and the Kubernetes API disagree, the API wins: the
 //! assertion follows the API and a comment quotes the tutorial and says why.
 //!
-//! They need root; without it they fail with a clear message, never skip.
+//! They need root: as a user they are skipped with a message; under
+//! scripts/test.sh (KNP_REQUIRE_KERNEL=1) a missing privilege fails them.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
