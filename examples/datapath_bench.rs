@@ -163,6 +163,7 @@ fn walk_cost(s: &Snapshot, client: IpAddr, server: IpAddr) -> Res<Cost> {
             },
             ct: CtState::New,
             hook: Hook::Forward,
+            mark: 0,
         },
     );
     if t.outcome != Outcome::Accept {

@@ -180,6 +180,7 @@ fn check(s: &Snapshot, from: &str, to: &str, l4: L4, want: bool, what: &str) {
         l4,
         ct: CtState::New,
         hook: Hook::Forward,
+        mark: 0,
     };
     let traced = NodeRulesets::new(s).passes(&packet);
     assert_eq!(
@@ -202,6 +203,7 @@ fn check_reply_passes(s: &Snapshot, from: &str, to: &str, l4: L4, what: &str) {
         l4,
         ct: CtState::Established,
         hook: Hook::Forward,
+        mark: 0,
     };
     assert!(
         NodeRulesets::new(s).passes(&reply),

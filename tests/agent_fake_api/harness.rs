@@ -213,6 +213,7 @@ pub fn allows(ruleset: &Ruleset, src: &str, dst: &str) -> bool {
         },
         ct: CtState::New,
         hook: Hook::Forward,
+        mark: 0,
     };
     trace(ruleset, &packet).outcome == Outcome::Accept
 }

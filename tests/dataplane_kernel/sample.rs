@@ -212,9 +212,50 @@ fn sample_sets() -> Vec<AddrSet> {
             false,
             vec![single("fd00:10:244:2::3", Some("shop/api-1"))],
         ),
+        set(
+            "node-pod-cidrs-v4",
+            V4,
+            true,
+            vec![range("10.244.1.0", "10.244.1.255", Some("node pod CIDR"))],
+        ),
+        set(
+            "node-known-v6",
+            V6,
+            false,
+            vec![single("fd00:10:244:1::7", Some("shop/web"))],
+        ),
         set("peers-shop/out/egress-1-v4", V4, false, vec![]),
         set("peers-shop/out/egress-1-v6", V6, true, vec![]),
     ]
+}
+
+/// The gate's constructs: a conntrack mark bit, negated set lookups, reject.
+fn gate_chain() -> Chain {
+    use AddrField::Source as S;
+    use Family::{V4, V6};
+    let not_in = |family, set: &str| Match::AddrNotInSet {
+        family,
+        field: S,
+        set: set.into(),
+    };
+    chain(
+        "gate",
+        vec![
+            Rule::new(vec![Match::CtMarkBit(0x2000_0000)], Verdict::Drop)
+                .counted()
+                .comment("cut flows"),
+            Rule::new(
+                vec![
+                    in_set(V4, S, "node-pod-cidrs-v4"),
+                    not_in(V4, "peers-shop/out/egress-0-v4"),
+                ],
+                Verdict::Reject(V4),
+            )
+            .counted()
+            .comment("unknown pod address"),
+            Rule::new(vec![not_in(V6, "node-known-v6")], Verdict::Reject(V6)),
+        ],
+    )
 }
 
 fn sample_chains() -> Vec<Chain> {
@@ -240,6 +281,7 @@ fn sample_chains() -> Vec<Chain> {
             base_rules(S, "egress", false),
         ),
         base("input-ingress", Hook::Input, 10, vec![]),
+        gate_chain(),
         pod_chain(WEB, &[P_WEB]),
         pod_chain(POD_DB, &[P_DB, P_WEB]),
         pod_chain(OUT, &[P_OUT]),

@@ -141,6 +141,7 @@ fn colliding_hashes_never_share_a_set() {
                     l4,
                     ct: CtState::New,
                     hook: Hook::Forward,
+                    mark: 0,
                 };
                 let want = trace(&normal, &p).outcome;
                 assert_eq!(trace(&collided, &p).outcome, want, "{p:?}");

@@ -42,6 +42,7 @@ fn walk_cost(l4: L4) -> (Outcome, Cost) {
             l4,
             ct: CtState::New,
             hook: Hook::Forward,
+            mark: 0,
         },
     );
     (t.outcome, t.cost)

@@ -69,6 +69,9 @@ fn payload(base: i32, offset: u32, len: u32) -> Expr {
         .u32(sys::NFTNL_EXPR_PAYLOAD_LEN, len)
 }
 
+/// `NFT_LOOKUP_F_INV`: the lookup matches when the key is NOT in the set.
+const LOOKUP_F_INV: u32 = 1;
+
 fn lookup(set: &str, id: Option<u32>, dreg: Option<u32>) -> Expr {
     let mut e = Expr::new("lookup")
         .u32(sys::NFTNL_EXPR_LOOKUP_SREG, REG1)
@@ -170,6 +173,28 @@ impl Deps {
                 self.load_addr(r, *family, *field);
                 r.add_expr(lookup(set, set_id(set), None));
             }
+            Match::AddrNotInSet { family, field, set } => {
+                self.load_addr(r, *family, *field);
+                r.add_expr(
+                    lookup(set, set_id(set), None).u32(sys::NFTNL_EXPR_LOOKUP_FLAGS, LOOKUP_F_INV),
+                );
+            }
+            Match::CtMarkBit(bit) => {
+                r.add_expr(
+                    Expr::new("ct")
+                        .u32(sys::NFTNL_EXPR_CT_KEY, libc::NFT_CT_MARK as u32)
+                        .u32(sys::NFTNL_EXPR_CT_DREG, REG1),
+                );
+                r.add_expr(
+                    Expr::new("bitwise")
+                        .u32(sys::NFTNL_EXPR_BITWISE_SREG, REG1)
+                        .u32(sys::NFTNL_EXPR_BITWISE_DREG, REG1)
+                        .u32(sys::NFTNL_EXPR_BITWISE_LEN, 4)
+                        .set(sys::NFTNL_EXPR_BITWISE_MASK, &bit.to_ne_bytes())
+                        .set(sys::NFTNL_EXPR_BITWISE_XOR, &0u32.to_ne_bytes()),
+                );
+                r.add_expr(cmp(libc::NFT_CMP_EQ, &bit.to_ne_bytes()));
+            }
             Match::AddrIs { field, addr } => {
                 self.load_addr(r, Family::of(addr), *field);
                 r.add_expr(cmp(libc::NFT_CMP_EQ, &key_bytes(addr)));
@@ -198,6 +223,22 @@ impl Deps {
         match v {
             Verdict::Accept => r.add_expr(immediate(libc::NF_ACCEPT, None)),
             Verdict::Drop => r.add_expr(immediate(libc::NF_DROP, None)),
+            Verdict::Reject(family) => {
+                // NFT_REJECT_ICMP_UNREACH with admin-prohibited: ICMP code
+                // 13 (IPv4), ICMPv6 code 1.
+                let code: u8 = match family {
+                    Family::V4 => 13,
+                    Family::V6 => 1,
+                };
+                r.add_expr(
+                    Expr::new("reject")
+                        .u32(
+                            sys::NFTNL_EXPR_REJECT_TYPE,
+                            libc::NFT_REJECT_ICMP_UNREACH as u32,
+                        )
+                        .set(sys::NFTNL_EXPR_REJECT_CODE, &[code]),
+                );
+            }
             Verdict::Jump(chain) => r.add_expr(immediate(libc::NFT_JUMP, Some(chain))),
             Verdict::Dispatch { family, field, map } => {
                 self.load_addr(r, *family, *field);

@@ -29,7 +29,7 @@ use super::lists::{changed, ByName};
 use super::ops::{self, zero_end};
 use super::transaction::{ChainDef, Op, SetDef, Transaction};
 use super::ApplyKind;
-use nftpolicy_core::ruleset::{AddrSet, Chain, Match, Ruleset, Verdict, TABLE_COMMENT};
+use nftpolicy_core::ruleset::{AddrSet, Chain, Ruleset, Verdict, TABLE_COMMENT};
 
 /// A planned batch and what it means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +199,7 @@ fn references_any(chain: &Chain, sets: &HashSet<&str>) -> bool {
         && chain.rules.iter().any(|r| {
             r.matches
                 .iter()
-                .any(|m| matches!(m, Match::AddrInSet { set, .. } if sets.contains(set.as_str())))
+                .any(|m| m.set().is_some_and(|set| sets.contains(set)))
         })
 }
 

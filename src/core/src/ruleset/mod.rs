@@ -157,6 +157,34 @@ pub enum Match {
     },
     /// `icmpv6 type 133-136`: router and neighbour solicitation/advertisement.
     Icmpv6NeighbourDiscovery,
+    /// `ip saddr != @set`: the address is NOT in the set (implies the family).
+    AddrNotInSet {
+        /// The family of the set.
+        family: Family,
+        /// Source or destination.
+        field: AddrField,
+        /// The set's name.
+        set: String,
+    },
+    /// `ct mark & 0x20000000 == 0x20000000`: the flow's conntrack mark has
+    /// this bit set.
+    CtMarkBit(u32),
+}
+
+impl Match {
+    /// The set this match looks up, if any: the one place that knows which
+    /// matches name a set (the dataplane's references and plans use it).
+    pub fn set(&self) -> Option<&str> {
+        match self {
+            Match::AddrInSet { set, .. } | Match::AddrNotInSet { set, .. } => Some(set),
+            Match::Ct(_)
+            | Match::AddrIs { .. }
+            | Match::L4Proto(_)
+            | Match::DestPort { .. }
+            | Match::Icmpv6NeighbourDiscovery
+            | Match::CtMarkBit(_) => None,
+        }
+    }
 }
 
 /// What a rule does when it matches.
@@ -166,6 +194,9 @@ pub enum Verdict {
     Accept,
     /// `drop`.
     Drop,
+    /// `reject with icmp admin-prohibited` (or `icmpv6`, for the family of
+    /// the rule's address matches): the sender learns at once.
+    Reject(Family),
     /// `jump <chain>`: come back if nothing there decides.
     Jump(String),
     /// `ip saddr vmap @map`: look the address up, `goto` the chain found, else go on.

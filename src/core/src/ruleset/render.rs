@@ -168,6 +168,10 @@ impl Display for Match {
                 write!(f, "{protocol} dport {}-{}", ports.first, ports.last)
             }
             Match::Icmpv6NeighbourDiscovery => f.write_str("icmpv6 type 133-136"),
+            Match::AddrNotInSet { family, field, set } => {
+                write!(f, "{} {} != @{set}", family.keyword(), field.keyword())
+            }
+            Match::CtMarkBit(bit) => write!(f, "ct mark & {bit:#010x} == {bit:#010x}"),
         }
     }
 }
@@ -177,6 +181,8 @@ impl Display for Verdict {
         match self {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
+            Verdict::Reject(Family::V4) => f.write_str("reject with icmp admin-prohibited"),
+            Verdict::Reject(Family::V6) => f.write_str("reject with icmpv6 admin-prohibited"),
             Verdict::Jump(chain) => write!(f, "jump {chain}"),
             Verdict::Dispatch { family, field, map } => {
                 write!(f, "{} {} vmap @{map}", family.keyword(), field.keyword())

@@ -51,6 +51,8 @@ pub struct Packet {
     pub ct: CtState,
     /// Where the packet is seen.
     pub hook: Hook,
+    /// The flow's conntrack mark (0 for a new flow).
+    pub mark: u32,
 }
 
 /// The end of a walk.
@@ -147,7 +149,9 @@ fn walk(
     for (index, rule) in chain.rules.iter().enumerate() {
         cost.rules += 1;
         if !rule.matches.iter().all(|m| {
-            if let Match::AddrInSet { family, field, .. } = m {
+            if let Match::AddrInSet { family, field, .. }
+            | Match::AddrNotInSet { family, field, .. } = m
+            {
                 // The family check runs first; only then the lookup.
                 if Family::of(&field_addr(pkt, *field)) == *family {
                     cost.lookups += 1;
@@ -169,7 +173,7 @@ fn walk(
                 step(steps);
                 return Flow::Accept;
             }
-            Verdict::Drop => {
+            Verdict::Drop | Verdict::Reject(_) => {
                 step(steps);
                 return Flow::Drop;
             }
@@ -215,6 +219,11 @@ fn matches(rs: &Ruleset, m: &Match, pkt: &Packet) -> bool {
             let addr = field_addr(pkt, *field);
             Family::of(&addr) == *family && rs.set(set).is_some_and(|s| s.contains(&addr))
         }
+        Match::AddrNotInSet { family, field, set } => {
+            let addr = field_addr(pkt, *field);
+            Family::of(&addr) == *family && !rs.set(set).is_some_and(|s| s.contains(&addr))
+        }
+        Match::CtMarkBit(bit) => pkt.mark & bit == *bit,
         Match::AddrIs { field, addr } => field_addr(pkt, *field) == *addr,
         Match::L4Proto(p) => matches!(pkt.l4, L4::Port { protocol, .. } if protocol == *p),
         Match::DestPort { protocol, ports } => {

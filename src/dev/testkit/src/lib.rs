@@ -283,6 +283,7 @@ impl NodeRulesets {
             l4,
             ct: nftpolicy_core::ruleset::trace::CtState::New,
             hook: nftpolicy_core::ruleset::Hook::Forward,
+            mark: 0,
         })
     }
 }

@@ -29,7 +29,7 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::transaction::{Op, SetKind, Transaction};
 use super::ApplyError;
-use nftpolicy_core::ruleset::{AddrSet, Chain, Match, Rule, Ruleset, Verdict, VerdictMap};
+use nftpolicy_core::ruleset::{AddrSet, Chain, Rule, Ruleset, Verdict, VerdictMap};
 use undo::{Log, Undo};
 
 /// Our table in the kernel, or its absence.
@@ -111,18 +111,11 @@ enum Ref<'a> {
 /// through, the chain it jumps to. The one place that knows which matches
 /// and verdicts name other objects.
 fn refs(rule: &Rule) -> impl Iterator<Item = Ref<'_>> {
-    let sets = rule.matches.iter().filter_map(|m| match m {
-        Match::AddrInSet { set, .. } => Some(Ref::Set(set)),
-        Match::Ct(_)
-        | Match::AddrIs { .. }
-        | Match::L4Proto(_)
-        | Match::DestPort { .. }
-        | Match::Icmpv6NeighbourDiscovery => None,
-    });
+    let sets = rule.matches.iter().filter_map(|m| m.set().map(Ref::Set));
     let verdict = match &rule.verdict {
         Verdict::Jump(chain) => Some(Ref::Chain(chain)),
         Verdict::Dispatch { map, .. } => Some(Ref::Map(map)),
-        Verdict::Accept | Verdict::Drop => None,
+        Verdict::Accept | Verdict::Drop | Verdict::Reject(_) => None,
     };
     sets.chain(verdict)
 }
