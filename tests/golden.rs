@@ -41,7 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::render::render;
 use nftpolicy_source::files;
 
@@ -97,8 +98,9 @@ fn case_name(dir: &Path) -> String {
         .into_owned()
 }
 
-/// The `# node: <name>` line among the leading comment lines, else `node-1`.
-fn node_of(input: &str) -> String {
+/// The value of a `# key: value` line among the leading comment lines.
+fn header(input: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}:");
     input
         .lines()
         .take_while(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
@@ -106,10 +108,37 @@ fn node_of(input: &str) -> String {
             l.trim_start()
                 .trim_start_matches('#')
                 .trim()
-                .strip_prefix("node:")
+                .strip_prefix(prefix.as_str())
                 .map(|n| n.trim().to_owned())
         })
-        .unwrap_or_else(|| DEFAULT_NODE.to_owned())
+}
+
+/// The `# node: <name>` line among the leading comment lines, else `node-1`.
+fn node_of(input: &str) -> String {
+    header(input, "node").unwrap_or_else(|| DEFAULT_NODE.to_owned())
+}
+
+/// The node's guards from the header: `# pod-cidrs: 10.244.1.0/24,...`,
+/// `# node-addrs: 10.244.1.1,...` (the gate) and `# cut-mark: 0x20000000`.
+fn options_of(input: &str) -> Options {
+    let list = |key| -> Vec<String> {
+        header(input, key)
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let gate = header(input, "pod-cidrs").map(|_| Gate {
+        pod_cidrs: list("pod-cidrs")
+            .iter()
+            .map(|c| c.parse().expect("a CIDR"))
+            .collect(),
+        node_addrs: list("node-addrs")
+            .iter()
+            .map(|a| a.parse().expect("an address"))
+            .collect(),
+    });
+    let cut_mark = header(input, "cut-mark")
+        .map(|m| u32::from_str_radix(m.trim_start_matches("0x"), 16).expect("a hex mark"));
+    Options { gate, cut_mark }
 }
 
 /// Loads, resolves, builds and renders one case; `Err` names what went wrong.
@@ -137,7 +166,11 @@ fn render_case(dir: &Path) -> Result<String, String> {
             "no pod of input.yaml runs on node {node:?}: the case would render no pod chain"
         ));
     }
-    Ok(render(&build(&resolve(&loaded.snapshot, &node))))
+    let opts = options_of(&input);
+    Ok(render(&build_with(
+        &resolve(&loaded.snapshot, &node),
+        &opts,
+    )))
 }
 
 /// A unified-style line diff (`-` expected, `+` actual) with 3 lines of context.

@@ -81,7 +81,7 @@ fn colliding_hashes_never_share_a_set() {
     let s = cluster();
     let resolution = resolve(&s, "n1");
     let normal = build(&resolution);
-    let collided = build_with_hash(&resolution, |_| 7);
+    let collided = build_with_hash(&resolution, &Default::default(), |_| 7);
 
     let names = set_names(&collided);
     let distinct: BTreeSet<&&str> = names.iter().collect();

@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::names;
+use super::{guard, names};
 use super::{
     AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, PortRange,
     Rule, Ruleset, SetElement, Verdict, VerdictMap,
@@ -26,24 +26,44 @@ pub const EGRESS_PRIORITY: i32 = -1;
 /// Priority of the ingress base chain.
 pub const INGRESS_PRIORITY: i32 = 0;
 
-/// Builds the ruleset for a resolution.
-pub fn build(resolution: &Resolution) -> Ruleset {
-    build_with_hash(resolution, names::hash64)
+/// What the node adds to the policies: the guards of `guard.rs`. The
+/// default (no guard) is the table the policies alone make.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Reject traffic of pod addresses not known yet ([`guard::Gate`]).
+    pub gate: Option<guard::Gate>,
+    /// Drop flows whose conntrack mark has this bit (flows cut by the agent).
+    pub cut_mark: Option<u32>,
 }
 
-/// [`build`], with set ids made from `hash` instead of the usual hash: tests
-/// use a constant to force every set id to collide.
-pub fn build_with_hash(resolution: &Resolution, hash: fn(&str) -> u64) -> Ruleset {
+/// Builds the ruleset for a resolution.
+pub fn build(resolution: &Resolution) -> Ruleset {
+    build_with(resolution, &Options::default())
+}
+
+/// Builds the ruleset for a resolution, with the node's guards.
+pub fn build_with(resolution: &Resolution, opts: &Options) -> Ruleset {
+    build_with_hash(resolution, opts, names::hash64)
+}
+
+/// [`build_with`], with set ids made from `hash` instead of the usual hash:
+/// tests use a constant to force every set id to collide.
+pub fn build_with_hash(resolution: &Resolution, opts: &Options, hash: fn(&str) -> u64) -> Ruleset {
     let mut rs = Ruleset::default();
     for dir in Direction::ALL {
         for family in Family::ALL {
             rs.maps.push(dispatch_map(resolution, dir, family));
         }
     }
-    rs.chains.push(base_chain(Hook::Forward, Direction::Egress));
+    if let Some(gate) = &opts.gate {
+        rs.sets = guard::sets(gate, resolution);
+    }
     rs.chains
-        .push(base_chain(Hook::Forward, Direction::Ingress));
-    rs.chains.push(base_chain(Hook::Input, Direction::Egress));
+        .push(base_chain(Hook::Forward, Direction::Egress, opts));
+    rs.chains
+        .push(base_chain(Hook::Forward, Direction::Ingress, opts));
+    rs.chains
+        .push(base_chain(Hook::Input, Direction::Egress, opts));
     let mut b = Builder {
         rs: Ruleset::default(),
         ids: names::SetIds::with_hash(&set_keys(resolution), hash),
@@ -88,7 +108,7 @@ pub fn build_with_hash(resolution: &Resolution, hash: fn(&str) -> u64) -> Rulese
     }
     // Kernel order: base chains, pod chains, policy chains.
     rs.chains.append(&mut b.rs.chains);
-    rs.sets = b.rs.sets;
+    rs.sets.append(&mut b.rs.sets);
     rs
 }
 
@@ -133,12 +153,16 @@ fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> Verd
     }
 }
 
-fn base_chain(hook: Hook, dir: Direction) -> Chain {
+fn base_chain(hook: Hook, dir: Direction, opts: &Options) -> Chain {
     let (priority, field) = match dir {
         Direction::Egress => (EGRESS_PRIORITY, AddrField::Source),
         Direction::Ingress => (INGRESS_PRIORITY, AddrField::Destination),
     };
-    let mut rules = vec![
+    let mut rules = Vec::new();
+    if let (Some(mark), Direction::Egress) = (opts.cut_mark, dir) {
+        rules.push(guard::cut_rule(mark));
+    }
+    rules.extend([
         Rule::new(
             vec![Match::Ct(CtMatch::EstablishedRelated)],
             Verdict::Accept,
@@ -146,7 +170,7 @@ fn base_chain(hook: Hook, dir: Direction) -> Chain {
         .comment("replies and related traffic of allowed flows"),
         Rule::new(vec![Match::Icmpv6NeighbourDiscovery], Verdict::Accept)
             .comment("IPv6 neighbour discovery is always allowed"),
-    ];
+    ]);
     // Invalid packets are dropped on the forward path only: on input they are
     // the node's own business.
     if hook == Hook::Forward {
@@ -154,6 +178,9 @@ fn base_chain(hook: Hook, dir: Direction) -> Chain {
             Rule::new(vec![Match::Ct(CtMatch::Invalid)], Verdict::Drop)
                 .comment("conntrack invalid"),
         );
+    }
+    if let Some(gate) = &opts.gate {
+        rules.extend(guard::gate_rules(gate, dir));
     }
     for family in Family::ALL {
         rules.push(
