@@ -78,3 +78,69 @@ fn a_rule_for_another_port_costs_no_lookup() {
         assert_eq!(got, (outcome, Cost { rules, lookups }), "case: {case}");
     }
 }
+
+/// The index judges every packet as the scan does, on a synthetic cluster
+/// (ipBlocks with except, named ports, namespace selectors), both families.
+#[test]
+fn the_index_judges_like_the_scan() {
+    use nftpolicy_core::ruleset::trace::Index;
+    use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
+    let s = cluster(Spec {
+        pods: 600,
+        policies: 60,
+        local_pods: 30,
+    });
+    let rs = build(&resolve(&s, LOCAL_NODE));
+    let index = Index::new(&rs);
+    let ips: Vec<std::net::IpAddr> = s.pods.values().flat_map(|p| p.ips.clone()).collect();
+    let l4s = [
+        L4::Port {
+            protocol: Protocol::Tcp,
+            port: 8080,
+        },
+        L4::Port {
+            protocol: Protocol::Tcp,
+            port: 9090,
+        },
+        L4::Port {
+            protocol: Protocol::Tcp,
+            port: 8050,
+        },
+        L4::Port {
+            protocol: Protocol::Udp,
+            port: 53,
+        },
+        L4::Port {
+            protocol: Protocol::Tcp,
+            port: 443,
+        },
+        L4::Icmp { icmp_type: 8 },
+    ];
+    let (mut checked, mut dropped) = (0, 0);
+    for (i, src) in ips.iter().enumerate().step_by(7) {
+        for dst in ips.iter().skip(i % 5).step_by(11) {
+            if src.is_ipv4() != dst.is_ipv4() {
+                continue;
+            }
+            for l4 in l4s {
+                let p = Packet {
+                    src: *src,
+                    dst: *dst,
+                    l4,
+                    ct: CtState::New,
+                    hook: Hook::Forward,
+                    mark: 0,
+                };
+                let want = trace(&rs, &p);
+                assert_eq!(index.verdict(&p), want.outcome, "{p:?}");
+                assert_eq!(index.trace(&p), want, "{p:?}");
+                checked += 1;
+                dropped += usize::from(want.outcome == Outcome::Drop);
+            }
+        }
+    }
+    assert!(
+        checked > 1000 && dropped > 0 && dropped < checked,
+        "{checked} packets, {dropped} dropped"
+    );
+}

@@ -47,6 +47,7 @@
 //! order than the desired ruleset (same objects, same content).
 
 mod batch;
+pub mod conntrack;
 mod conn;
 mod encode;
 mod expr;
