@@ -7,6 +7,7 @@
 //! data: no I/O, no `kube` types.
 
 pub mod build;
+pub mod guard;
 pub mod names;
 pub mod render;
 pub mod trace;
