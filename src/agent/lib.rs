@@ -11,7 +11,9 @@
 //!  k8s watchers (this crate)             ─┘        nftpolicy_core (pure)                                  └─ nftpolicy_nft ─► one netlink batch
 //! ```
 
+pub mod addrs;
 pub mod cli;
+pub mod cut;
 pub mod health;
 pub mod k8s;
 pub mod metrics;

@@ -36,6 +36,9 @@ pub struct Metrics {
     errors: Family<Label, Counter>,
     watch_events: Family<Label, Counter>,
     lists: Family<Label, Counter>,
+    flows_cut: Counter,
+    flows_restored: Counter,
+    gate_armed: Gauge,
     invalid_objects: Family<Label, Gauge>,
     last_success: Gauge<f64, AtomicU64>,
     /// Gauges of the last successful sync, by name.
@@ -81,6 +84,9 @@ impl Metrics {
             errors: Family::default(),
             watch_events: Family::default(),
             lists: Family::default(),
+            flows_cut: Counter::default(),
+            flows_restored: Counter::default(),
+            gate_armed: Gauge::default(),
             invalid_objects: Family::default(),
             last_success: Gauge::default(),
             objects: Family::default(),
@@ -107,6 +113,21 @@ impl Metrics {
             "watch_events",
             "Watch events received, by object kind",
             m.watch_events.clone(),
+        );
+        r.register(
+            "flows_cut",
+            "Established flows cut because a policy change no longer allows them",
+            m.flows_cut.clone(),
+        );
+        r.register(
+            "flows_restored",
+            "Cut flows let through again because a later change allows them",
+            m.flows_restored.clone(),
+        );
+        r.register(
+            "gate_armed",
+            "1 when traffic of unknown addresses of this node's pod CIDRs is rejected",
+            m.gate_armed.clone(),
         );
         r.register(
             "lists",
@@ -190,6 +211,17 @@ impl Metrics {
         self.watch_events
             .get_or_create(&[("kind", object_kind)])
             .inc();
+    }
+
+    /// Counts flows cut and restored by one re-judging pass.
+    pub fn flows_cut(&self, cut: usize, restored: usize) {
+        self.flows_cut.inc_by(cut as u64);
+        self.flows_restored.inc_by(restored as u64);
+    }
+
+    /// Whether the gate of unknown pod addresses is armed.
+    pub fn gate_armed(&self, armed: bool) {
+        self.gate_armed.set(i64::from(armed));
     }
 
     /// Counts one (re-)list of an object kind.

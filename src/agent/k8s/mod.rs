@@ -14,6 +14,7 @@
 //!
 //! `k8s-openapi` and `kube` types stop here: the sync loop sees a `Snapshot`.
 
+pub mod node;
 mod snapshot;
 mod trim;
 mod watch;

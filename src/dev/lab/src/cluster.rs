@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::{Host, Lab, LabError, Matrix, Proto, Server, Stack};
 use nftpolicy_core::model::{ContainerPort, NamespacedName, Policy, Snapshot};
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::{build::build, Ruleset};
+use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::ruleset::Ruleset;
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane, NetlinkDataplane};
 use nftpolicy_testkit::{self as testing, PodExt};
 
@@ -51,6 +52,8 @@ pub struct Cluster {
     dataplanes: BTreeMap<String, NetlinkDataplane>,
     pods: BTreeMap<NamespacedName, Host>,
     servers: Vec<Server>,
+    /// The build options of each node (the node's guards); none: policies only.
+    pub options: BTreeMap<String, Options>,
 }
 
 impl Cluster {
@@ -75,6 +78,7 @@ impl Cluster {
             dataplanes,
             pods: BTreeMap::new(),
             servers: Vec::new(),
+            options: BTreeMap::new(),
         })
     }
 
@@ -146,7 +150,8 @@ impl Cluster {
 
     /// The table node `node` should hold for the current snapshot.
     pub fn desired(&self, node: &str) -> Ruleset {
-        build(&resolve(&self.snapshot, node))
+        let opts = self.options.get(node).cloned().unwrap_or_default();
+        build_with(&resolve(&self.snapshot, node), &opts)
     }
 
     /// Resolves, builds and applies every node's table: a full replace the
