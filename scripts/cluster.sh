@@ -203,7 +203,9 @@ cmd_up() {
   cluster_bin=${KNP_CLUSTER_BIN:-$("$root/scripts/cluster-build.sh" | tail -n 1)}
   build_ours
   export KNP_CLUSTER_BIN=$cluster_bin
-  eval "$("$cp" up)"
+  local cp_env
+  cp_env=$("$cp" up) || die "the control plane did not come up (logs in $dir)"
+  eval "$cp_env"
   apiserver_port=${KNP_APISERVER_PORT:-6443}
   cp_dir_pki=$dir/pki
   for ((i = 1; i <= n; i++)); do

@@ -87,6 +87,14 @@ start() {
   setsid "$bin/$name" "${args[@]}" </dev/null >>"$dir/$name.log" 2>&1 &
   pid=$!
   printf '%s\n' "$pid" >"$dir/$name.pid"
+  # Until the child has exec'ed, /proc/<pid>/exe is still bash or setsid,
+  # and `alive` would call it dead: wait for the exec (bounded).
+  local i exe
+  for ((i = 0; i < 50; i++)); do
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || break
+    [ "${exe% (deleted)}" != "$bin/$name" ] || break
+    sleep 0.1
+  done
   log "started $name (pid $pid, log $dir/$name.log)"
 }
 

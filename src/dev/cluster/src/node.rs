@@ -289,8 +289,11 @@ async fn handle(
             }),
             ..DeleteParams::default()
         };
-        if let Err(e) = api.delete(&name, &dp).await {
-            warn!(pod = %format!("{ns}/{name}"), error = %e, "final delete failed");
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            // A second update of the same deletion: already gone.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => warn!(pod = %format!("{ns}/{name}"), error = %e, "final delete failed"),
         }
         return;
     }
