@@ -1,11 +1,12 @@
 //! Every file of `manifests/` parses into k8s-openapi types, and the RBAC
-//! rules grant exactly what the watchers use: get/list/watch on the
-//! resources of the k8s-openapi types `k8s/watch.rs` watches, nothing more.
+//! rules grant exactly what the agent reads: get/list/watch on the
+//! resources of the k8s-openapi types `k8s/watch.rs` watches, and on Nodes
+//! (their pod CIDRs), nothing more.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::Resource;
@@ -51,7 +52,8 @@ fn load() -> Manifests {
     m
 }
 
-/// (apiGroup, resource, verb) the watchers need.
+/// (apiGroup, resource, verb) the agent needs: the watched kinds, and
+/// Nodes for their pod CIDRs.
 fn needed() -> BTreeSet<(String, String, String)> {
     fn of<K: Resource>() -> Vec<(String, String, String)> {
         ["get", "list", "watch"]
@@ -64,10 +66,15 @@ fn needed() -> BTreeSet<(String, String, String)> {
             })
             .to_vec()
     }
-    [of::<Pod>(), of::<Namespace>(), of::<NetworkPolicy>()]
-        .concat()
-        .into_iter()
-        .collect()
+    [
+        of::<Pod>(),
+        of::<Namespace>(),
+        of::<NetworkPolicy>(),
+        of::<Node>(),
+    ]
+    .concat()
+    .into_iter()
+    .collect()
 }
 
 #[test]

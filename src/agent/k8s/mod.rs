@@ -43,6 +43,16 @@ impl Kind {
         }
     }
 
+    /// The API resource, as RBAC rules and 403 messages name it: `pods`,
+    /// `namespaces`, `networkpolicies`.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Pod => "pods",
+            Kind::NetworkPolicy => "networkpolicies",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

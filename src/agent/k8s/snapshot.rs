@@ -245,8 +245,9 @@ impl Stores {
         match failure {
             WatchFailure::Forbidden => tracing::error!(
                 %kind, %error,
-                "the agent may not list/watch {kind}s: check the ClusterRole kube-nftpolicy \
-                 (manifests/00-rbac.yaml); retrying, the last state stays enforced"
+                "the agent may not list/watch {}: check the ClusterRole kube-nftpolicy \
+                 (manifests/00-rbac.yaml); retrying, the last state stays enforced",
+                kind.resource()
             ),
             WatchFailure::Unauthorized => tracing::error!(
                 %kind, %error,

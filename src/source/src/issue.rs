@@ -92,6 +92,9 @@ pub enum Issue {
         /// What rule it breaks.
         reason: &'static str,
     },
+    /// A container port name used twice in one container.
+    #[error("{0:?} names another port of this container already")]
+    DuplicatePortName(String),
     /// A protocol other than TCP, UDP and SCTP.
     #[error("{0:?} is not a protocol: use TCP, UDP or SCTP")]
     Protocol(String),
@@ -117,6 +120,9 @@ pub enum Issue {
     /// A policy type other than Ingress and Egress.
     #[error("{0:?} is not a policy type: use Ingress or Egress")]
     PolicyType(String),
+    /// More than two policy types (the API server's limit, duplicates or not).
+    #[error("{0} policy types listed: at most two (Ingress, Egress)")]
+    PolicyTypeCount(usize),
     /// A peer with none of podSelector, namespaceSelector and ipBlock.
     #[error("a peer needs podSelector, namespaceSelector or ipBlock")]
     EmptyPeer,

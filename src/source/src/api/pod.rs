@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1 as core;
 
 use super::{validate, Invalid};
+use crate::issue::Issue;
 use nftpolicy_core::model::{ContainerPort, Pod, PodPhase};
 
 /// A Pod; `namespace` (defaulted) and `name` come from its metadata.
@@ -78,20 +79,38 @@ fn container_ports(spec: &core::PodSpec) -> Result<Vec<ContainerPort>, Invalid> 
         .map(|(i, c)| (format!("spec.containers[{i}]"), c));
     let mut out = Vec::new();
     for (field, container) in main.chain(sidecars) {
+        let mut names = Vec::new();
         for (j, p) in container.ports.iter().flatten().enumerate() {
             let at = |sub: &str| format!("{field}.ports[{j}].{sub}");
             let port = validate::port_number(p.container_port)
                 .map_err(|issue| Invalid::at(at("containerPort"), issue))?;
             let protocol = validate::protocol(p.protocol.as_deref())
                 .map_err(|issue| Invalid::at(at("protocol"), issue))?;
+            let name = p.name.as_deref().filter(|n| !n.is_empty());
+            if let Some(name) = name {
+                port_name(name, &mut names).map_err(|issue| Invalid::at(at("name"), issue))?;
+            }
             out.push(ContainerPort {
-                name: p.name.clone().filter(|n| !n.is_empty()),
+                name: name.map(str::to_owned),
                 port,
                 protocol,
             });
         }
     }
     Ok(out)
+}
+
+/// A container port's name, which named ports in policies resolve to: an
+/// IANA_SVC_NAME, used once in its container (`names`: those met so far).
+/// The API server rejects both; the same name in two containers only gets
+/// a warning there, and passes here too.
+fn port_name<'a>(name: &'a str, names: &mut Vec<&'a str>) -> Result<(), Issue> {
+    validate::port_name(name)?;
+    if names.contains(&name) {
+        return Err(Issue::DuplicatePortName(name.to_owned()));
+    }
+    names.push(name);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -149,6 +168,19 @@ mod tests {
                 "container port zero",
                 json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": 0}]}]}}),
                 "spec.containers[0].ports[0].containerPort",
+            ),
+            (
+                "port name not an IANA_SVC_NAME",
+                json!({"spec": {"containers": [{"name": "c", "ports": [
+                    {"containerPort": 80, "name": "HTTP"}]}]}}),
+                "spec.containers[0].ports[0].name",
+            ),
+            (
+                "port name twice in one container",
+                json!({"spec": {"containers": [{"name": "c", "ports": [
+                    {"containerPort": 80, "name": "web"},
+                    {"containerPort": 80, "name": "web", "protocol": "UDP"}]}]}}),
+                "spec.containers[0].ports[1].name",
             ),
             (
                 "sidecar protocol",

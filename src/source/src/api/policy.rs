@@ -43,11 +43,16 @@ pub(super) fn policy(
 }
 
 /// `spec.policyTypes`: `None` when omitted or empty (the API server then
-/// defaults it from the rules, which `Policy::isolates` does).
+/// defaults it from the rules, which `Policy::isolates` does). At most two
+/// entries, as the API server says (`[Ingress, Ingress]` passes there too).
 fn policy_types(types: Option<&[String]>) -> Result<Option<PolicyTypes>, Invalid> {
     let Some(types) = types.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
+    if types.len() > 2 {
+        let issue = Issue::PolicyTypeCount(types.len());
+        return Err(Invalid::at("spec.policyTypes", issue));
+    }
     let mut out = PolicyTypes::default();
     for (i, t) in types.iter().enumerate() {
         match t.as_str() {
@@ -251,6 +256,11 @@ mod tests {
             "missing podSelector selects all"
         );
         assert_eq!(p.policy_types, None);
+        let twice = spec(json!({"policyTypes": ["Ingress", "Ingress"]})).unwrap();
+        assert!(
+            twice.policy_types.is_some(),
+            "a repeated type passes, as in the API"
+        );
         assert!(p.egress[0].peers.is_empty());
         let want = PortSpec {
             protocol: nftpolicy_core::model::Protocol::Udp,
@@ -274,6 +284,12 @@ mod tests {
                 json!({"policyTypes": ["Ingress", "Both"]}),
                 "spec.policyTypes[1]",
                 "Both",
+            ),
+            (
+                "three policy types",
+                json!({"policyTypes": ["Ingress", "Egress", "Ingress"]}),
+                "spec.policyTypes",
+                "at most two",
             ),
             (
                 "empty peer",

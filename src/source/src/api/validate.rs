@@ -4,7 +4,11 @@
 //!
 //! The rules are the API server's (`ValidateNetworkPolicy`,
 //! `IsValidPortName`), so an object converts here iff the API server would
-//! take it, whether it came from a watch or from a file.
+//! take it, whether it came from a watch or from a file, but for the
+//! differences `tests/cluster_validation.rs` lists and checks against a
+//! real kube-apiserver (CIDRs with host bits are taken as their network,
+//! as objects stored before 1.33's strict CIDR validation may hold them;
+//! names and label syntax are not checked).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
