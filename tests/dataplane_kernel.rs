@@ -465,3 +465,78 @@ fn golden_rulesets_apply_one_after_another() {
     }
     assert!(kinds.contains(&ApplyKind::Incremental), "{kinds:?}");
 }
+
+/// `name -> handle` of the table, chains, sets and maps, from `nft -a list`.
+fn handles(ns: &Netns) -> std::collections::BTreeMap<String, String> {
+    let out = ns
+        .nft(&["-a", "list", "table", "inet", "kube-nftpolicy"], None)
+        .expect("nft -a list");
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (head, handle) = l.split_once(" { # handle ")?;
+            Some((head.to_owned(), handle.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_replace_keeps_the_table_its_chains_and_maps() {
+    nftpolicy_lab::kernel_test!(
+        "dataplane_kernel::a_full_replace_keeps_the_table_its_chains_and_maps"
+    );
+    let ns = Netns::new();
+    let mut dp = ns.dataplane();
+    let rs = sample();
+    dp.apply(&rs).expect("apply");
+    let before = handles(&ns);
+    assert!(
+        before.contains_key("table inet kube-nftpolicy"),
+        "{before:?}"
+    );
+    // Drift by hand: a chain and a set of someone else's, a rule, a map
+    // element gone.
+    for cmd in [
+        "add chain inet kube-nftpolicy stray",
+        "add set inet kube-nftpolicy stray-set { type ipv4_addr; }",
+        "insert rule inet kube-nftpolicy forward-ingress accept",
+    ] {
+        ns.load(cmd);
+    }
+    let map = &rs.maps[0];
+    ns.load(&format!(
+        "delete element inet kube-nftpolicy {} {{ {} }}",
+        map.name, map.elements[0].addr
+    ));
+
+    let report = dp.apply(&rs).expect("repair");
+    assert_eq!(report.kind, ApplyKind::Full, "{report:?}");
+    assert_eq!(report.deferred, 0);
+    assert_eq!(ns.list(), render(&rs));
+    assert_consistent(&ns, &dp);
+    let after = handles(&ns);
+    for (what, handle) in &before {
+        let kept =
+            what.starts_with("table ") || what.starts_with("map ") || what.starts_with("chain ");
+        if kept {
+            assert_eq!(after.get(what), Some(handle), "{what} was not kept");
+        } else {
+            assert!(what.starts_with("set "), "{what}");
+            assert_ne!(after.get(what), Some(handle), "{what} was not added again");
+        }
+    }
+    assert!(!after.contains_key("set stray-set"), "{after:?}");
+    assert!(!after.contains_key("chain stray"), "{after:?}");
+    assert_eq!(dp.verify().expect("verify"), None);
+    assert_eq!(dp.apply(&rs).expect("again").kind, ApplyKind::NoChange);
+
+    // Forced replaces of an unchanged table keep everything but the sets.
+    dp.force_full_replace("test");
+    assert_eq!(dp.apply(&rs).expect("forced").kind, ApplyKind::Full);
+    assert_eq!(ns.list(), render(&rs));
+    assert_consistent(&ns, &dp);
+    assert_eq!(
+        handles(&ns).get("table inet kube-nftpolicy"),
+        before.get("table inet kube-nftpolicy")
+    );
+}

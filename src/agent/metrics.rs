@@ -131,7 +131,7 @@ impl Metrics {
         );
         r.register(
             "lists",
-            "Complete lists (the first, and every re-list after 410 Gone or a lost watch), by object kind",
+            "Completed lists (the first, and every re-list after 410 Gone or a lost watch), by object kind",
             m.lists.clone(),
         );
         r.register(

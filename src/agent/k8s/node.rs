@@ -14,13 +14,12 @@ use futures::StreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::watch::{classify, WatchFailure};
+use super::watch::{classify, Retry, WatchFailure};
 use crate::metrics::Metrics;
 
 /// What the agent knows of its Node.
@@ -111,9 +110,13 @@ pub fn watch(
     let task = tokio::spawn(async move {
         let api: Api<Node> = Api::all(client);
         let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut stream = std::pin::pin!(watcher::watcher(api, cfg).default_backoff());
+        let mut stream = std::pin::pin!(watcher::watcher(api, cfg));
         let mut listed: Option<Vec<IpNet>> = None;
+        let mut retry = Retry::default();
         while let Some(item) = stream.next().await {
+            if let Ok(event) = &item {
+                retry.ok(event);
+            }
             match item {
                 Ok(Event::Init) => listed = Some(Vec::new()),
                 Ok(Event::InitApply(n)) => listed.get_or_insert_with(Vec::new).extend(cidrs_of(&n)),
@@ -154,6 +157,7 @@ pub fn watch(
                     } else {
                         warn!(node = %name, error = %e, "Node watch failed; retrying");
                     }
+                    retry.failed().await;
                 }
             }
         }

@@ -68,6 +68,9 @@ struct KindState {
     relist: Option<Vec<Object>>,
     relist_invalid: BTreeSet<NamespacedName>,
     invalid: BTreeSet<NamespacedName>,
+    /// 403s in a row (an API server that just started answers 403 for a
+    /// few seconds, before its RBAC caches are filled).
+    forbidden: u32,
 }
 
 #[derive(Debug, Default)]
@@ -167,7 +170,6 @@ impl Stores {
         let ks = &mut st.kinds[kind.index()];
         let changed = match step {
             Step::Init => {
-                self.metrics.list(kind.as_str());
                 ks.relist = Some(Vec::new());
                 ks.relist_invalid.clear();
                 false
@@ -181,6 +183,8 @@ impl Stores {
                 false
             }
             Step::Done => {
+                self.metrics.list(kind.as_str());
+                ks.forbidden = 0;
                 let mut fresh = Snapshot::default();
                 for o in ks.relist.take().unwrap_or_default() {
                     insert(&mut fresh, o);
@@ -242,7 +246,24 @@ impl Stores {
     /// A watch or list of `kind` failed; the watcher retries with backoff
     /// and re-lists, and the last view stays enforced.
     pub fn watch_error(&self, kind: Kind, failure: WatchFailure, error: &dyn std::fmt::Display) {
+        let streak = {
+            let mut st = self.lock();
+            let ks = &mut st.kinds[kind.index()];
+            ks.forbidden = match failure {
+                WatchFailure::Forbidden => ks.forbidden + 1,
+                _ => 0,
+            };
+            ks.forbidden
+        };
         match failure {
+            // The first 403 of a kind that listed before may be an API
+            // server that has just started: an error only when it lasts.
+            WatchFailure::Forbidden if streak == 1 && self.lock().kinds[kind.index()].listed => warn!(
+                %kind, %error,
+                "the API server refused to list/watch {} (an API server that just started \
+                 may do so for a few seconds); retrying",
+                kind.resource()
+            ),
             WatchFailure::Forbidden => tracing::error!(
                 %kind, %error,
                 "the agent may not list/watch {}: check the ClusterRole kube-nftpolicy \

@@ -69,21 +69,38 @@ where
 {
     let stream = watcher(api, watcher::Config::default()).modify(trim);
     let mut stream = std::pin::pin!(stream);
-    let mut backoff = watcher::DefaultBackoff::default();
+    let mut retry = Retry::default();
     while let Some(item) = stream.next().await {
         match item {
             Ok(event) => {
-                if answered(&event) {
-                    backoff.reset();
-                }
+                retry.ok(&event);
                 stores.handle(kind, event);
             }
             Err(e) => {
                 stores.watch_error(kind, classify(&e), &e);
-                if let Some(delay) = backoff.next() {
-                    tokio::time::sleep(delay).await;
-                }
+                retry.failed().await;
             }
+        }
+    }
+}
+
+/// The backoff between a watcher's failed attempts (kube-rs's default: 0.8 s
+/// doubling to 30 s, with jitter), reset only once the API answered.
+#[derive(Default)]
+pub(super) struct Retry(watcher::DefaultBackoff);
+
+impl Retry {
+    /// An item came: an answer resets the backoff.
+    pub(super) fn ok<K>(&mut self, event: &Event<K>) {
+        if answered(event) {
+            self.0.reset();
+        }
+    }
+
+    /// An attempt failed: waits before the next.
+    pub(super) async fn failed(&mut self) {
+        if let Some(delay) = self.0.next() {
+            tokio::time::sleep(delay).await;
         }
     }
 }

@@ -10,11 +10,14 @@
 
 use std::collections::HashMap;
 
+use nftnl::nftnl_sys as sys;
+
 use super::encode::{self, EncodeError, KElem};
 use super::expr;
-use super::ffi::MsgBuf;
+use super::ffi::{self, MsgBuf};
 use super::nlmsg;
 use super::transaction::{Elements, Op, SetKind, Transaction};
+use nftpolicy_core::ruleset::TABLE_NAME;
 
 const NLM_F_ACK: u16 = libc::NLM_F_ACK as u16;
 const CREATE: u16 = libc::NLM_F_CREATE as u16;
@@ -202,6 +205,19 @@ impl Builder {
                 let obj = expr::rule_ref(name)?;
                 let seq = self.start(i, 0);
                 obj.write(&mut self.buf, msg(NFT_MSG_DELRULE), 0, seq);
+            }
+            Op::FlushRules => {
+                let mut r = ffi::Rule::new();
+                r.set_u32(sys::NFTNL_RULE_FAMILY, u32::from(ffi::NFPROTO_INET));
+                r.set_str(sys::NFTNL_RULE_TABLE, TABLE_NAME);
+                let seq = self.start(i, 0);
+                r.write(&mut self.buf, msg(NFT_MSG_DELRULE), 0, seq);
+            }
+            Op::FlushSet { name } => {
+                // No element list: the kernel flushes the set.
+                let obj = encode::set_ref(name, None)?;
+                let seq = self.start(i, 0);
+                obj.write_elems(&mut self.buf, msg(NFT_MSG_DELSETELEM), 0, seq);
             }
             Op::AddRule { chain, rule } => {
                 let ids = &self.ids;

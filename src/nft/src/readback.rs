@@ -74,6 +74,16 @@ fn dump_rules(conn: &mut Conn) -> io::Result<Vec<Vec<u8>>> {
 
 /// What the kernel holds in our table (elements only if `with_elements`).
 pub(super) fn image(conn: &mut Conn, with_elements: bool) -> io::Result<Image> {
+    read(conn, with_elements, true)
+}
+
+/// Our table's definitions only: the table, its sets and maps, its chains,
+/// without elements and rules (all a full replace in place needs).
+pub(super) fn definitions(conn: &mut Conn) -> io::Result<Image> {
+    read(conn, false, false)
+}
+
+fn read(conn: &mut Conn, with_elements: bool, with_rules: bool) -> io::Result<Image> {
     let Some(table) = table_msg(conn)?.and_then(|m| ffi::Table::parse(&m)) else {
         return Ok(Image::default());
     };
@@ -102,6 +112,9 @@ pub(super) fn image(conn: &mut Conn, with_elements: bool) -> io::Result<Image> {
         if let Some(c) = ffi::Chain::parse(&m).filter(|c| ours(c.get_str(sys::NFTNL_CHAIN_TABLE))) {
             img.chains.push(ChainImage::of(&c));
         }
+    }
+    if !with_rules {
+        return Ok(img);
     }
     let index: HashMap<String, usize> = img
         .chains

@@ -49,6 +49,9 @@ pub enum Op {
         /// The chain.
         name: String,
     },
+    /// DELRULE without a chain: every rule of every chain of the table (as
+    /// `nft flush table` does; chains, sets and elements stay).
+    FlushRules,
     /// NEWRULE, appended to the chain.
     AddRule {
         /// The chain.
@@ -60,6 +63,12 @@ pub enum Op {
     AddSet(SetDef),
     /// DELSET of a set or map no rule references.
     DeleteSet {
+        /// The set or map.
+        name: String,
+    },
+    /// DELSETELEM without elements: every element of the set or map (the
+    /// set stays).
+    FlushSet {
         /// The set or map.
         name: String,
     },
@@ -191,6 +200,8 @@ impl Display for Op {
             Op::AddChain(c) => write!(f, "add chain {c}"),
             Op::DeleteChain { name } => write!(f, "delete chain {name}"),
             Op::FlushChain { name } => write!(f, "flush chain {name}"),
+            Op::FlushRules => write!(f, "flush table {TABLE_FAMILY} {TABLE_NAME}"),
+            Op::FlushSet { name } => write!(f, "flush set {name}"),
             Op::AddRule { chain, rule } => write!(f, "add rule {chain} {rule}"),
             Op::AddSet(s) => write!(f, "add {s}"),
             Op::DeleteSet { name } => write!(f, "delete set {name}"),

@@ -61,6 +61,11 @@ impl State {
                 Ok(())
             }
             Op::FlushChain { name } => self.chain(op, name).map(drop),
+            Op::FlushRules => Ok(()),
+            Op::FlushSet { name } if !self.sets.contains_key(name) => {
+                Err(refuse(op, ENOENT, format!("set {name} does not exist")))
+            }
+            Op::FlushSet { .. } => Ok(()),
             Op::AddRule { chain, rule } => {
                 self.chain(op, chain)?;
                 refs(rule).try_for_each(|r| self.check_ref(op, r))

@@ -121,6 +121,50 @@ fn refs(rule: &Rule) -> impl Iterator<Item = Ref<'_>> {
 }
 
 impl KernelTable {
+    /// A table as read back from the kernel, without its rules and
+    /// elements: its comment, its chains, maps and sets in kernel order.
+    /// Enough to interpret a batch that empties every chain and set it
+    /// keeps (a full replace in place) and deletes the others.
+    pub(crate) fn read_back(
+        comment: Option<String>,
+        chains: Vec<super::transaction::ChainDef>,
+        sets: Vec<super::transaction::SetDef>,
+    ) -> Self {
+        let mut state = State {
+            comment,
+            ..State::default()
+        };
+        for def in chains {
+            state.rs.chains.push(Chain {
+                name: def.name,
+                base: def.base,
+                comment: def.comment,
+                rules: Vec::new(),
+            });
+        }
+        for def in sets {
+            match def.kind {
+                SetKind::Map => state.rs.maps.push(VerdictMap {
+                    name: def.name,
+                    family: def.family,
+                    comment: def.comment,
+                    elements: Vec::new(),
+                }),
+                SetKind::Plain | SetKind::Interval => state.rs.sets.push(AddrSet {
+                    name: def.name,
+                    family: def.family,
+                    interval: def.kind == SetKind::Interval,
+                    comment: def.comment,
+                    elements: Vec::new(),
+                }),
+            }
+        }
+        state.reindex();
+        Self {
+            table: Some(Box::new(state)),
+        }
+    }
+
     /// What the table holds, in kernel order; `None` when it does not exist.
     pub(crate) fn ruleset(&self) -> Option<&Ruleset> {
         self.table.as_ref().map(|t| &t.rs)
@@ -211,6 +255,17 @@ impl State {
                 rules.iter().for_each(|r| self.count_refs(r, false));
                 log.push(Undo::Flushed(name, rules));
             }
+            Op::FlushRules => {
+                for idx in 0..self.rs.chains.len() {
+                    if self.rs.chains[idx].rules.is_empty() {
+                        continue;
+                    }
+                    let rules = std::mem::take(&mut self.rs.chains[idx].rules);
+                    rules.iter().for_each(|r| self.count_refs(r, false));
+                    log.push(Undo::Flushed(self.rs.chains[idx].name.clone(), rules));
+                }
+            }
+            Op::FlushSet { name } => self.flush_set(&name, log),
             Op::AddRule { chain, rule } => {
                 let Some(idx) = self.chains.get(&chain).map(|m| m.idx) else {
                     return;
@@ -274,6 +329,25 @@ impl State {
             }
         }
         log.push(Undo::SetDeleted(meta.slot, body, zero_end));
+    }
+
+    /// Removes every element of a set or map (the set stays).
+    fn flush_set(&mut self, name: &str, log: &mut Log) {
+        let Some(meta) = self.sets.get(name).copied() else {
+            return;
+        };
+        let zero = self.zero_end.remove(name);
+        let removed = match meta.slot {
+            Slot::Map(i) => {
+                let elements = std::mem::take(&mut self.rs.maps[i].elements);
+                for e in &elements {
+                    self.count_goto(&e.chain, false);
+                }
+                undo::Removed::Map(elements)
+            }
+            Slot::Set(i) => undo::Removed::Set(std::mem::take(&mut self.rs.sets[i].elements)),
+        };
+        log.push(Undo::Deleted(name.to_owned(), removed, zero));
     }
 
     /// Counts (`up`) or uncounts the references of `rule`.
