@@ -24,8 +24,21 @@ use nftpolicy_core::model::{Namespace, Pod, Policy};
 /// it is almost always `spec` content indented one level too little, and
 /// ignoring it would silently change what the object means.
 pub(super) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Invalid> {
+    check_top(&value)?;
+    serde_path_to_error::deserialize(value).map_err(type_error)
+}
+
+fn type_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> Invalid {
+    let path = e.path().to_string();
+    let field = if path == "." { String::new() } else { path };
+    Invalid::at(field, Issue::Type(e.inner().to_string()))
+}
+
+/// A top-level field other than `apiVersion`, `kind`, `metadata`, `spec`
+/// and `status` is an error (see [`typed`]).
+fn check_top(value: &Value) -> Result<(), Invalid> {
     const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
-    if let Value::Object(map) = &value {
+    if let Value::Object(map) = value {
         if let Some(key) = map.keys().find(|k| !TOP.contains(&k.as_str())) {
             return Err(Invalid::at(
                 key.clone(),
@@ -35,11 +48,23 @@ pub(super) fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Invalid> {
             ));
         }
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path };
-        Invalid::at(field, Issue::Type(e.inner().to_string()))
-    })
+    Ok(())
+}
+
+/// `spec.ingress[0].form`, as our field paths (and the API) write it.
+fn field_path(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        P::Map { parent, key } => match field_path(parent) {
+            s if s.is_empty() => key.clone(),
+            s => format!("{s}.{key}"),
+        },
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            field_path(parent)
+        }
+    }
 }
 
 /// A Namespace document.
@@ -57,9 +82,33 @@ pub(super) fn pod(mut value: Value) -> Result<Pod, Invalid> {
     api::pod(&typed::<core::Pod>(value)?)
 }
 
-/// A NetworkPolicy document.
+/// A NetworkPolicy document. Its `spec` is read strictly: a field the type
+/// does not know (`spec.ingres`, `spec.ingress[0].form`) is refused, as the
+/// API server's strict field validation refuses it. Ignoring it would
+/// change what the policy means (a misspelt `ingress` makes a deny-all).
+/// Pods and Namespaces are not read strictly: dumps of newer clusters carry
+/// fields this release's types do not know, and none of them is policy.
 pub(super) fn policy(value: Value) -> Result<Policy, Invalid> {
-    api::policy(&typed::<net::NetworkPolicy>(value)?)
+    check_top(&value)?;
+    let mut unknown: Option<String> = None;
+    let np: net::NetworkPolicy = {
+        let mut note = |path: serde_ignored::Path<'_>| {
+            let path = field_path(&path);
+            if unknown.is_none() && path.starts_with("spec.") {
+                unknown = Some(path);
+            }
+        };
+        let de = serde_ignored::Deserializer::new(value, &mut note);
+        serde_path_to_error::deserialize(de).map_err(type_error)?
+    };
+    if let Some(path) = unknown {
+        let name = path.rsplit(['.', ']']).next().unwrap_or(&path).to_owned();
+        return Err(Invalid::at(
+            path,
+            Issue::Type(format!("unknown field {name:?}: the API server rejects it")),
+        ));
+    }
+    api::policy(&np)
 }
 
 #[cfg(test)]
@@ -90,12 +139,35 @@ mod tests {
                 "spec.ingress[0].ports[0].port",
                 "invalid type: boolean `true`",
             ),
+            (
+                "a misspelt spec field (ingress would become a deny-all)",
+                json!({"metadata": {"name": "p"}, "spec": {"ingres": [{}]}}),
+                "spec.ingres",
+                "unknown field \"ingres\"",
+            ),
+            (
+                "a misspelt field deep in a rule",
+                json!({"metadata": {"name": "p"},
+                       "spec": {"ingress": [{"form": [{"podSelector": {}}]}]}}),
+                "spec.ingress[0].form",
+                "unknown field \"form\"",
+            ),
         ];
         for (case, v, field, msg) in cases {
             let err = policy(v.clone()).expect_err(case);
             assert_eq!(err.field, field, "case: {case}");
             assert!(err.issue.to_string().contains(msg), "case: {case}: {err}");
         }
+    }
+
+    #[test]
+    fn unknown_fields_outside_a_policy_spec_are_tolerated() {
+        let np = json!({"metadata": {"name": "p", "newField": 1},
+                        "spec": {"podSelector": {}}, "status": {"x": 1}});
+        assert!(policy(np).is_ok(), "metadata and status are not policy");
+        let p = json!({"metadata": {"name": "web"},
+                       "spec": {"containers": [{"name": "c", "futureField": true}]}});
+        assert!(pod(p).is_ok(), "a pod from a newer cluster loads");
     }
 
     #[test]
