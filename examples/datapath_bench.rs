@@ -16,7 +16,12 @@
 //! same resolution; (d) kube-nftpolicy, 1k pods / 100 policies. Then a sweep
 //! of 1, 10, 100 policies selecting the destination before the one that
 //! allows it. Prints medians, min–max and per-round ratios against (a).
+//! Last, drop and allow logging on against off (`datapath_bench/logging.rs`);
+//! `DATAPATH_ONLY=logging` runs that section alone.
 #![allow(missing_docs)]
+
+#[path = "datapath_bench/logging.rs"]
+mod logging;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -49,6 +54,7 @@ fn main() -> Res<()> {
     let node = lab.add_node()?;
     let client = lab.add_pod_auto(&node, "client", Stack::V4)?;
     let server = lab.add_pod_auto(&node, "server", Stack::V4)?;
+    let denied = lab.add_pod_auto(&node, "denied", Stack::V4)?;
     let (cip, sip) = (ip(&client.ipv4()), ip(&server.ipv4()));
     let counters = start_servers(server.netns())?;
 
@@ -72,6 +78,20 @@ fn main() -> Res<()> {
         sip,
         0,
     );
+    let mut dp = NetlinkDataplane::new(Some(node.netns()))?;
+    if std::env::var("DATAPATH_ONLY").is_ok_and(|v| v == "logging") {
+        let logged = logging::with_denied_pod(big, ip(&denied.ipv4()));
+        logging::bench(
+            &mut dp,
+            &node,
+            (&client, &denied, &server),
+            &logged,
+            dur,
+            rounds,
+        )?;
+        drop(lab);
+        return Ok(());
+    }
     for (name, s) in [("b", &big), ("d", &small)] {
         let cost = walk_cost(s, cip, sip)?;
         println!(
@@ -86,7 +106,6 @@ fn main() -> Res<()> {
         ("c", Config::KubeRouter(Box::new(resolve(&big, LOCAL_NODE)))),
         ("d", Config::Ours(Box::new(small))),
     ];
-    let mut dp = NetlinkDataplane::new(Some(node.netns()))?;
     let metrics = [
         "new TCP conn/s",
         "new UDP flows/s",
@@ -132,6 +151,15 @@ fn main() -> Res<()> {
         }
     }
     Config::Nothing.install(&mut dp, node.netns())?;
+    let logged = logging::with_denied_pod(big.clone(), ip(&denied.ipv4()));
+    logging::bench(
+        &mut dp,
+        &node,
+        (&client, &denied, &server),
+        &logged,
+        dur,
+        rounds,
+    )?;
     let base = median(&sweep[0].1);
     for (n, rates) in &sweep {
         let m = median(rates);
@@ -144,6 +172,15 @@ fn main() -> Res<()> {
             "  {n:>3} policies: {m:>10.0} new UDP flows/s  ({per:.0} ns per added policy and flow)"
         );
     }
+    let logged = logging::with_denied_pod(big, ip(&denied.ipv4()));
+    logging::bench(
+        &mut dp,
+        &node,
+        (&client, &denied, &server),
+        &logged,
+        dur,
+        rounds,
+    )?;
     drop(lab);
     Ok(())
 }

@@ -17,7 +17,9 @@
 //! kind: List
 //! ```
 //!
-//! Without that line the node is `node-1`.
+//! Without that line the node is `node-1`. A line `# log: drops=10/second
+//! allows=1/minute burst=3 group=9841` (each key optional) adds drop and
+//! allow logging as the agent does (`ruleset::logging::add_logging`).
 //!
 //! # What is checked
 //!
@@ -43,7 +45,9 @@ use std::process::Command;
 use nftpolicy_core::resolve::resolve;
 use nftpolicy_core::ruleset::build::{build_with, Options};
 use nftpolicy_core::ruleset::guard::Gate;
+use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
 use nftpolicy_core::ruleset::render::render;
+use nftpolicy_core::ruleset::Limit;
 use nftpolicy_source::files;
 
 /// The node a case is rendered for when `input.yaml` names none.
@@ -73,6 +77,7 @@ const REQUIRED: &[&str] = &[
     "sctp",
     "hostnetwork-and-finished-pods-ignored",
     "remote-pods-as-peers",
+    "drop-and-allow-logging",
 ];
 
 fn golden_dir() -> PathBuf {
@@ -141,6 +146,33 @@ fn options_of(input: &str) -> Options {
     Options { gate, cut_mark }
 }
 
+/// The `# log: drops=<rate> allows=<rate> burst=<n> group=<n>` line as
+/// options (every key optional); `None` without such a line.
+fn log_of(input: &str) -> Result<Option<LogOptions>, String> {
+    let Some(line) = header(input, "log") else {
+        return Ok(None);
+    };
+    let mut opts = LogOptions::OFF;
+    let mut burst = None;
+    for kv in line.split_whitespace() {
+        let (k, v) = kv.split_once('=').ok_or(format!("bad log option {kv:?}"))?;
+        let rate = || v.parse::<Limit>().map_err(|e| e.to_string());
+        let number = |v: &str| v.parse::<u32>().map_err(|e| e.to_string());
+        match k {
+            "drops" => opts.drops = Some(rate()?),
+            "allows" => opts.allows = Some(rate()?),
+            "burst" => burst = Some(number(v)?),
+            "group" => opts.group = u16::try_from(number(v)?).map_err(|e| e.to_string())?,
+            _ => return Err(format!("unknown log option {k:?}")),
+        }
+    }
+    if let Some(b) = burst {
+        opts.drops = opts.drops.map(|l| l.burst(b));
+        opts.allows = opts.allows.map(|l| l.burst(b));
+    }
+    Ok(Some(opts))
+}
+
 /// Loads, resolves, builds and renders one case; `Err` names what went wrong.
 fn render_case(dir: &Path) -> Result<String, String> {
     let input_path = dir.join("input.yaml");
@@ -167,10 +199,12 @@ fn render_case(dir: &Path) -> Result<String, String> {
         ));
     }
     let opts = options_of(&input);
-    Ok(render(&build_with(
-        &resolve(&loaded.snapshot, &node),
-        &opts,
-    )))
+    let resolution = resolve(&loaded.snapshot, &node);
+    let mut ruleset = build_with(&resolution, &opts);
+    if let Some(log) = log_of(&input)? {
+        add_logging(&mut ruleset, &resolution, &log);
+    }
+    Ok(render(&ruleset))
 }
 
 /// A unified-style line diff (`-` expected, `+` actual) with 3 lines of context.
@@ -333,6 +367,19 @@ fn node_comment_convention() {
     for (case, input, want) in cases {
         assert_eq!(node_of(input), want, "case: {case}");
     }
+}
+
+#[test]
+fn log_comment_convention() {
+    assert_eq!(log_of("# node: n1\napiVersion: v1\n"), Ok(None));
+    let opts = log_of("# log: drops=10/second allows=2/minute burst=3 group=7\nkind: List\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(opts.group, 7);
+    assert_eq!(opts.drops.map(|l| (l.rate, l.burst)), Some((10, 3)));
+    assert_eq!(opts.allows.map(|l| (l.rate, l.burst)), Some((2, 3)));
+    assert!(log_of("# log: drops=fast\n").is_err());
+    assert!(log_of("# log: group=70000\n").is_err());
 }
 
 #[test]

@@ -17,5 +17,6 @@ pub mod cut;
 pub mod health;
 pub mod k8s;
 pub mod metrics;
+pub mod observe;
 pub mod server;
 pub mod sync;

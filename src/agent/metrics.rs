@@ -6,7 +6,9 @@
 //! `invalid`) plus `watch` (a watch or list failed) and `invalid_object`
 //! (an API object that cannot be read, skipped).
 
+use std::collections::HashSet;
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::text::encode;
@@ -43,7 +45,18 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     /// Gauges of the last successful sync, by name.
     objects: Family<Label, Gauge>,
+    /// NFLOG records by verdict (`drop`, `allow`, `unknown`).
+    log_records: Family<Label, Counter>,
+    /// Logged drops by namespace and isolating policy (capped, see `log_record`).
+    drops: Family<Vec<(String, String)>, Counter>,
+    /// The (namespace, policy) label pairs of `drops` so far.
+    drop_series: Mutex<HashSet<(String, String)>>,
+    /// Most label pairs of `drops` before the rest fold into `other`.
+    max_drop_series: usize,
 }
+
+/// Most distinct `(namespace, policy)` pairs `drops_total` gets by default.
+pub const MAX_DROP_SERIES: usize = 500;
 
 /// Sizes of the cluster view and of the applied table after a sync.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +103,10 @@ impl Metrics {
             invalid_objects: Family::default(),
             last_success: Gauge::default(),
             objects: Family::default(),
+            log_records: Family::default(),
+            drops: Family::default(),
+            drop_series: Mutex::new(HashSet::new()),
+            max_drop_series: MAX_DROP_SERIES,
         };
         let r = &mut m.registry;
         r.register(
@@ -150,7 +167,59 @@ impl Metrics {
              policies, namespaces, chains, rules, set_elements (by `what`)",
             m.objects.clone(),
         );
+        r.register(
+            "log_records",
+            "Drop/allow log records read from NFLOG, by verdict (drop, allow; unknown: an id \
+             no recent ruleset has). Rate-limited per rule in the kernel",
+            m.log_records.clone(),
+        );
+        r.register(
+            "drops",
+            "Logged drops, once per policy isolating the dropping pod, by namespace and \
+             policy (a sample: logging is rate-limited per pod chain; at most \
+             --drops-metric-max-series pairs, the rest as namespace=\"other\",policy=\"other\")",
+            m.drops.clone(),
+        );
         m
+    }
+
+    /// The same metrics with at most `n` `(namespace, policy)` pairs in
+    /// `drops_total`.
+    pub fn with_max_drop_series(mut self, n: usize) -> Self {
+        self.max_drop_series = n;
+        self
+    }
+
+    /// Counts one NFLOG record: by verdict (`unknown` for ids no ruleset
+    /// has), and a drop once per isolating `policies` (`ns/name`). Label
+    /// pairs past the cap are counted as `other`/`other`, so a cluster
+    /// whose policies come and go cannot grow the series without bound.
+    pub fn log_record(&self, verdict: &str, unknown: bool, policies: &[String]) {
+        let label = match (unknown, verdict) {
+            (true, _) => "unknown",
+            (false, "allow") => "allow",
+            _ => "drop",
+        };
+        self.log_records.get_or_create(&[("verdict", label)]).inc();
+        if label != "drop" {
+            return;
+        }
+        let mut seen = self.drop_series.lock().unwrap_or_else(|e| e.into_inner());
+        for p in policies {
+            let (ns, name) = p.split_once('/').unwrap_or(("", p.as_str()));
+            let pair = (ns.to_owned(), name.to_owned());
+            let pair = if seen.contains(&pair) || seen.len() < self.max_drop_series {
+                seen.insert(pair.clone());
+                pair
+            } else {
+                ("other".to_owned(), "other".to_owned())
+            };
+            let labels = vec![
+                ("namespace".to_owned(), pair.0),
+                ("policy".to_owned(), pair.1),
+            ];
+            self.drops.get_or_create(&labels).inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -267,5 +336,28 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn drops_by_policy_are_capped() {
+        let m = Metrics::new().with_max_drop_series(2);
+        let two = ["shop/deny".to_owned(), "shop/db".to_owned()];
+        m.log_record("drop", false, &two);
+        m.log_record("drop", false, &two);
+        m.log_record("drop", false, &["web/new".to_owned()]);
+        m.log_record("allow", false, &["shop/db".to_owned()]);
+        m.log_record("drop", true, &[]);
+        let text = m.encode();
+        for want in [
+            "kube_nftpolicy_drops_total{namespace=\"shop\",policy=\"deny\"} 2",
+            "kube_nftpolicy_drops_total{namespace=\"shop\",policy=\"db\"} 2",
+            "kube_nftpolicy_drops_total{namespace=\"other\",policy=\"other\"} 1",
+            "kube_nftpolicy_log_records_total{verdict=\"drop\"} 3",
+            "kube_nftpolicy_log_records_total{verdict=\"allow\"} 1",
+            "kube_nftpolicy_log_records_total{verdict=\"unknown\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("policy=\"new\""), "{text}");
     }
 }

@@ -5,6 +5,15 @@
 //! not failing for long). `HEAD` works too. One request per connection
 //! (`Connection: close`); requests larger than 8 KiB or slower than 5 s
 //! are dropped. Nothing here can change the agent's state.
+//!
+//! `GET /events?namespace=..&pod=..&verdict=drop|allow` streams the flow
+//! events of drop and allow logging as newline-delimited JSON until the
+//! client goes away (`kube-nftpolicy observe` reads it). Each client has a
+//! bounded queue (`observe::hub`): one that falls behind by more than that,
+//! or does not take a line within 5 s, is disconnected (counted as
+//! `errors_total{kind="observe_slow_client"}`); at most 16 clients at once
+//! (`503` beyond); only clients on the node itself (loopback) unless the
+//! agent runs with `--observe-remote` (`403`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +25,8 @@ use tracing::debug;
 
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::observe::hub::{Ended, Subscription};
+use crate::observe::{Filter, Hub};
 
 const MAX_REQUEST: usize = 8 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +78,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         503 => "Service Unavailable",
@@ -81,12 +93,22 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves connections from `listener` forever.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Health>) {
+    serve_with_events(listener, metrics, health, None).await
+}
+
+/// [`serve`], plus `GET /events` from `events` when given.
+pub async fn serve_with_events(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    events: Option<Arc<Hub>>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let (m, h) = (metrics.clone(), health.clone());
+                let (m, h, ev) = (metrics.clone(), health.clone(), events.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, &m, &h).await {
+                    if let Err(e) = connection(stream, peer, &m, &h, ev.as_ref()).await {
                         debug!(%peer, error = %e, "health/metrics connection");
                     }
                 });
@@ -101,8 +123,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, health: Arc<Hea
 
 async fn connection(
     mut stream: TcpStream,
+    peer: std::net::SocketAddr,
     metrics: &Metrics,
     health: &Health,
+    events: Option<&Arc<Hub>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let head = tokio::time::timeout(READ_TIMEOUT, async {
@@ -131,7 +155,15 @@ async fn connection(
     let mut parts = text.lines().next().unwrap_or_default().split_whitespace();
     let (method, path) = (parts.next().unwrap_or_default(), parts.next());
     let response = match (path, parts.next()) {
-        (Some(path), Some(v)) if v.starts_with("HTTP/1.") => respond(method, path, metrics, health),
+        (Some(path), Some(v)) if v.starts_with("HTTP/1.") => {
+            match (path.split_once('?').unwrap_or((path, "")), method) {
+                (("/events", query), "GET") => match subscribe(events, peer, query) {
+                    Ok((sub, filter)) => return stream_events(stream, sub, filter, metrics).await,
+                    Err(r) => r,
+                },
+                _ => respond(method, path, metrics, health),
+            }
+        }
         _ => Response::text(400, "bad request\n"),
     };
     let mut out = format!(
@@ -147,6 +179,77 @@ async fn connection(
     }
     stream.write_all(&out).await?;
     stream.shutdown().await
+}
+
+/// A subscription for `GET /events?<query>`, or the error response.
+fn subscribe(
+    events: Option<&Arc<Hub>>,
+    peer: std::net::SocketAddr,
+    query: &str,
+) -> Result<(Subscription, Filter), Response> {
+    let Some(hub) = events else {
+        return Err(Response::text(
+            404,
+            "no event stream: drop and allow logging are off\n",
+        ));
+    };
+    // Flow events name pods and addresses: by default only a client on
+    // the node itself (loopback) may read them.
+    if !hub.admits(peer.ip()) {
+        return Err(Response::text(
+            403,
+            "the event stream is served to local clients only (--observe-remote)\n",
+        ));
+    }
+    let filter = Filter::from_query(query).map_err(|e| Response::text(400, format!("{e}\n")))?;
+    let sub = hub
+        .subscribe()
+        .ok_or_else(|| Response::text(503, "too many event stream clients\n"))?;
+    Ok((sub, filter))
+}
+
+/// Streams events matching `filter` as JSON lines until the client closes,
+/// lags behind its queue or stops reading.
+async fn stream_events(
+    mut stream: TcpStream,
+    mut sub: Subscription,
+    filter: Filter,
+    metrics: &Metrics,
+) -> std::io::Result<()> {
+    const HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n\
+        Cache-Control: no-cache\r\nConnection: close\r\n\r\n";
+    let (mut rd, mut wr) = stream.split();
+    wr.write_all(HEAD.as_bytes()).await?;
+    let mut sink = [0u8; 256];
+    loop {
+        tokio::select! {
+            ev = sub.recv() => {
+                let e = match ev {
+                    Ok(e) => e,
+                    Err(Ended::Lagged(lost)) => {
+                        debug!(lost, "event stream client too slow; disconnected");
+                        metrics.error("observe_slow_client");
+                        return Ok(());
+                    }
+                    Err(Ended::Closed) => return Ok(()),
+                };
+                if !filter.matches(&e) {
+                    continue;
+                }
+                let mut line = serde_json::to_string(&*e).unwrap_or_default();
+                line.push('\n');
+                match tokio::time::timeout(READ_TIMEOUT, wr.write_all(line.as_bytes())).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        metrics.error("observe_slow_client");
+                        return Ok(());
+                    }
+                }
+            }
+            // The client never sends after its request: data or EOF ends it.
+            _ = rd.read(&mut sink) => return Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -258,6 +258,38 @@ fn gate_chain() -> Chain {
     )
 }
 
+/// Drop and allow logging: `limit` (default and other bursts, several
+/// units), `counter` and `log prefix … group …` in nft's order, with and
+/// without matches and comments.
+fn log_chain() -> Chain {
+    use nftpolicy_core::ruleset::{Limit, Log, RateUnit};
+    let log = |prefix: &str, group| Log {
+        prefix: prefix.into(),
+        group,
+    };
+    chain(
+        "pod-egress-shop/logged",
+        vec![
+            Rule::new(vec![dport(Protocol::Tcp, 443, 443)], Verdict::Accept)
+                .limited(Limit::per(2, RateUnit::Minute).burst(1))
+                .logged(log("knp:abcdefgh:allow", 9841))
+                .comment("shop/out egress[0]"),
+            Rule::new(vec![dport(Protocol::Tcp, 443, 443)], Verdict::Accept),
+            Rule::new(vec![], Verdict::Drop)
+                .limited(Limit::per(10, RateUnit::Second))
+                .counted()
+                .logged(log("knp:zyxwvuts:drop", 9841))
+                .comment("no policy allowed this egress"),
+            Rule::new(vec![], Verdict::Drop)
+                .limited(Limit::per(3, RateUnit::Hour).burst(20))
+                .logged(log("knp:zyxwvuts-1:drop", 65535)),
+            Rule::new(vec![], Verdict::Drop)
+                .counted()
+                .comment("no policy allowed this egress"),
+        ],
+    )
+}
+
 fn sample_chains() -> Vec<Chain> {
     use AddrField::{Destination as D, Source as S};
     use Family::{V4, V6};
@@ -282,6 +314,7 @@ fn sample_chains() -> Vec<Chain> {
         ),
         base("input-ingress", Hook::Input, 10, vec![]),
         gate_chain(),
+        log_chain(),
         pod_chain(WEB, &[P_WEB]),
         pod_chain(POD_DB, &[P_DB, P_WEB]),
         pod_chain(OUT, &[P_OUT]),

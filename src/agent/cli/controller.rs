@@ -4,6 +4,9 @@
 use clap::{Args, ValueEnum};
 
 use super::{EXIT_ERROR, EXIT_OK};
+use crate::metrics::MAX_DROP_SERIES;
+use nftpolicy_core::ruleset::logging::{LogOptions, DEFAULT_GROUP};
+use nftpolicy_core::ruleset::{Limit, DEFAULT_BURST};
 
 /// Log formats of `controller`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,6 +50,44 @@ pub struct ControllerArgs {
     /// Report unready when applies have failed for this long (seconds).
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub unready_after_secs: u64,
+    /// Log dropped packets (NFLOG, read by the agent: logs, metrics,
+    /// `observe`), at most this rate per pod and direction (`N/second`,
+    /// `/minute`, `/hour`); every drop is still counted.
+    #[arg(long, value_name = "RATE", default_value = "10/second")]
+    pub log_drops_rate: Limit,
+    /// Do not log drops.
+    #[arg(long)]
+    pub no_log_drops: bool,
+    /// Also log allowed new connections, at most this rate per policy rule
+    /// (off unless given).
+    #[arg(long, value_name = "RATE")]
+    pub log_allows_rate: Option<Limit>,
+    /// Burst of the log rate limits (packets logged at once before the rate applies).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_burst: u32,
+    /// NFLOG group of the log rules (one listener per node).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GROUP)]
+    pub log_group: u16,
+    /// Most (namespace, policy) label pairs of kube_nftpolicy_drops_total;
+    /// the rest count as namespace="other",policy="other".
+    #[arg(long, value_name = "N", default_value_t = MAX_DROP_SERIES)]
+    pub drops_metric_max_series: usize,
+    /// Serve the event stream (`GET /events`, `kube-nftpolicy observe`) to
+    /// clients on other hosts too; by default only to the node itself.
+    #[arg(long)]
+    pub observe_remote: bool,
+}
+
+impl ControllerArgs {
+    /// The logging the flags ask for.
+    pub fn log_options(&self) -> LogOptions {
+        LogOptions {
+            group: self.log_group,
+            drops: (!self.no_log_drops).then(|| self.log_drops_rate.burst(self.log_burst)),
+            allows: self.log_allows_rate.map(|l| l.burst(self.log_burst)),
+        }
+    }
 }
 
 /// `controller`: tracing, a tokio runtime, then `sync::controller`.
@@ -73,11 +114,14 @@ pub fn run_controller(args: &ControllerArgs) -> u8 {
     sync.min_interval = Duration::from_millis(args.min_sync_interval_ms);
     sync.resync = Duration::from_secs(args.resync_secs.max(1));
     sync.full_replace = Duration::from_secs(args.full_replace_secs.max(1));
+    sync.log = args.log_options();
     let opts = crate::sync::ControllerOptions {
         sync,
         netns: args.netns.clone(),
         metrics_addr: args.metrics_addr,
         unready_after: Duration::from_secs(args.unready_after_secs),
+        drops_metric_max_series: args.drops_metric_max_series,
+        observe_remote: args.observe_remote,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -10,12 +10,18 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use nftpolicy_core::model::{NamespacedName, Protocol, Snapshot};
-use nftpolicy_core::resolve::explain::{explain, Endpoint, Explanation, Flow, Side, SideResult};
+use nftpolicy_core::resolve::explain::Endpoint;
 use nftpolicy_core::resolve::resolve;
 use nftpolicy_core::ruleset::{build::build, render::render};
 
 mod controller;
+mod explain;
+mod live;
+mod observe;
 pub use controller::{run_controller, ControllerArgs, LogFormat};
+pub use explain::{explanation_text, run_explain, ExplainArgs};
+pub use live::load_live;
+pub use observe::{run_observe, stream_events, ObserveArgs, Verdict};
 
 /// Exit code: done.
 pub const EXIT_OK: u8 = 0;
@@ -58,6 +64,10 @@ pub enum Command {
     /// Run the node agent (the DaemonSet): watch the API, keep this node's
     /// table in step. Stops on SIGTERM and leaves the table in place.
     Controller(ControllerArgs),
+    /// Stream the drop (and allow) events of this node's agent live:
+    /// which pods, which port, which policies.
+    #[command(after_help = EXIT_CODES)]
+    Observe(ObserveArgs),
 }
 
 /// `apply` arguments.
@@ -114,26 +124,6 @@ pub enum Output {
     Json,
 }
 
-/// `explain` arguments.
-#[derive(Debug, Args)]
-pub struct ExplainArgs {
-    /// Manifests.
-    #[command(flatten)]
-    pub sources: Sources,
-    /// Source: `namespace/pod` or an IP address.
-    #[arg(long, value_parser = parse_endpoint)]
-    pub from: Endpoint,
-    /// Destination: `namespace/pod` or an IP address.
-    #[arg(long, value_parser = parse_endpoint)]
-    pub to: Endpoint,
-    /// Destination port, with an optional protocol: `80`, `53/udp`, `9/sctp`.
-    #[arg(long, value_parser = parse_port)]
-    pub port: (u16, Protocol),
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
-}
-
 /// Parses `ns/pod` or an IP address.
 pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     if let Ok(ip) = s.parse() {
@@ -174,6 +164,7 @@ pub fn load(sources: &Sources) -> Result<(Snapshot, bool), u8> {
     }
 }
 
+/// `EXIT_SKIPPED` when objects were skipped, else `EXIT_OK`.
 fn code(skipped: bool) -> u8 {
     if skipped {
         EXIT_SKIPPED
@@ -238,98 +229,6 @@ pub fn run_cleanup(args: &CleanupArgs) -> u8 {
     }
 }
 
-/// `explain`: prints the verdict and its reasons.
-pub fn run_explain(args: &ExplainArgs) -> u8 {
-    let (snapshot, skipped) = match load(&args.sources) {
-        Ok(l) => l,
-        Err(code) => return code,
-    };
-    let flow = Flow {
-        from: args.from.clone(),
-        to: args.to.clone(),
-        port: args.port.0,
-        protocol: args.port.1,
-    };
-    let e = match explain(&snapshot, &flow) {
-        Ok(e) => e,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return EXIT_ERROR;
-        }
-    };
-    match args.output {
-        Output::Json => match serde_json::to_string_pretty(&e) {
-            Ok(s) => println!("{s}"),
-            Err(err) => {
-                eprintln!("error: {err}");
-                return EXIT_ERROR;
-            }
-        },
-        Output::Text => print!("{}", explanation_text(&e)),
-    }
-    if !e.allowed {
-        EXIT_DENIED
-    } else {
-        code(skipped)
-    }
-}
-
-/// The text form of an explanation.
-pub fn explanation_text(e: &Explanation) -> String {
-    let mut out = format!(
-        "{}: {} -> {} {}/{}\n",
-        if e.allowed { "ALLOWED" } else { "DENIED" },
-        e.from,
-        e.to,
-        e.port,
-        e.protocol
-    );
-    for side in [&e.egress, &e.ingress] {
-        out.push_str(&side_text(side));
-    }
-    out
-}
-
-fn side_text(side: &Side) -> String {
-    let who = side.pod.as_deref().unwrap_or("(not a pod)");
-    let mut out = format!("  {} of {who}: ", side.direction);
-    let list = |v: &[String]| v.join(", ");
-    match side.result {
-        SideResult::NotAPod => out.push_str("not a pod, no policy applies\n"),
-        SideResult::Ignored => {
-            out.push_str(&format!(
-                "ignored ({})\n",
-                side.note.as_deref().unwrap_or("")
-            ));
-        }
-        SideResult::NotIsolated => out.push_str("not isolated, allowed\n"),
-        SideResult::Allowed | SideResult::Denied => {
-            let verdict = if side.result == SideResult::Allowed {
-                "allowed"
-            } else {
-                "denied"
-            };
-            out.push_str(&format!(
-                "{verdict}; isolated by {}\n",
-                list(&side.isolated_by)
-            ));
-            if side.allowed_by.is_empty() {
-                out.push_str(&format!(
-                    "    no rule of these policies allows {}\n",
-                    side.direction
-                ));
-            }
-            for r in &side.allowed_by {
-                out.push_str(&format!(
-                    "    allowed by {} {}[{}]\n",
-                    r.policy, side.direction, r.rule
-                ));
-            }
-        }
-    }
-    out
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     ExitCode::from(match &cli.command {
@@ -338,6 +237,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Apply(a) => run_apply(a),
         Command::Cleanup(a) => run_cleanup(a),
         Command::Controller(a) => run_controller(a),
+        Command::Observe(a) => run_observe(a),
     })
 }
 

@@ -258,12 +258,14 @@ impl Stores {
         match failure {
             // The first 403 of a kind that listed before may be an API
             // server that has just started: an error only when it lasts.
-            WatchFailure::Forbidden if streak == 1 && self.lock().kinds[kind.index()].listed => warn!(
-                %kind, %error,
-                "the API server refused to list/watch {} (an API server that just started \
-                 may do so for a few seconds); retrying",
-                kind.resource()
-            ),
+            WatchFailure::Forbidden if streak == 1 && self.lock().kinds[kind.index()].listed => {
+                warn!(
+                    %kind, %error,
+                    "the API server refused to list/watch {} (an API server that just started \
+                     may do so for a few seconds); retrying",
+                    kind.resource()
+                )
+            }
             WatchFailure::Forbidden => tracing::error!(
                 %kind, %error,
                 "the agent may not list/watch {}: check the ClusterRole kube-nftpolicy \

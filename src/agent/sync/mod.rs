@@ -37,6 +37,7 @@ use tracing::{info, warn};
 use crate::health::Health;
 use crate::k8s::{self, Stores, Take};
 use crate::metrics::Metrics;
+use nftpolicy_core::ruleset::logging::LogOptions;
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 use worker::{Job, Worker};
 
@@ -61,6 +62,12 @@ pub struct SyncConfig {
     pub retry_max: Duration,
     /// Delay of the follow-up sync when an apply deferred chain deletions.
     pub deferred_delay: Duration,
+    /// Drop and allow logging in the built ruleset (off by default here;
+    /// the `controller` command turns drop logging on).
+    pub log: LogOptions,
+    /// Where each applied ruleset's log ids and snapshot go, for the NFLOG
+    /// reader (`observe`).
+    pub observed: Option<Arc<crate::observe::Shared>>,
 }
 
 impl SyncConfig {
@@ -77,6 +84,8 @@ impl SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             deferred_delay: Duration::from_millis(200),
+            log: LogOptions::OFF,
+            observed: None,
         }
     }
 }
@@ -94,7 +103,12 @@ pub async fn run<D: Dataplane + Send + 'static>(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Option<D> {
-    let worker = match Worker::start(cfg.node.clone(), dataplane, metrics.clone(), health.clone()) {
+    let target = worker::Target {
+        node: cfg.node.clone(),
+        log: cfg.log,
+        observed: cfg.observed.clone(),
+    };
+    let worker = match Worker::start(target, dataplane, metrics.clone(), health.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the dataplane thread");
@@ -279,6 +293,10 @@ pub struct ControllerOptions {
     pub metrics_addr: std::net::SocketAddr,
     /// Unready after applies fail for this long.
     pub unready_after: Duration,
+    /// Most `(namespace, policy)` pairs of `drops_total`.
+    pub drops_metric_max_series: usize,
+    /// Serve `/events` to clients on other hosts too.
+    pub observe_remote: bool,
 }
 
 /// Why the controller could not start.
@@ -312,7 +330,26 @@ pub async fn controller(opts: ControllerOptions) -> Result<(), ControllerError> 
         .await
         .map_err(ControllerError::Client)?;
     let dataplane = NetlinkDataplane::new(opts.netns.as_deref())?;
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().with_max_drop_series(opts.drops_metric_max_series));
+    let mut sync = opts.sync.clone();
+    // Drop/allow logging: the NFLOG reader and the event stream, on their
+    // own thread; nothing of it can hold up a sync.
+    let (hub, _reader) = if sync.log.is_off() {
+        (None, None)
+    } else {
+        let shared = Arc::new(crate::observe::Shared::new(sync.node.clone()));
+        let hub = Arc::new(crate::observe::Hub::default().remote_clients(opts.observe_remote));
+        sync.observed = Some(shared.clone());
+        let cfg = crate::observe::reader::ReaderConfig {
+            netns: opts.netns.clone(),
+            group: sync.log.group,
+        };
+        let reader =
+            crate::observe::reader::Reader::start(cfg, shared, metrics.clone(), hub.clone())
+                .map_err(|e| tracing::error!(error = %e, "cannot start the NFLOG reader thread"))
+                .ok();
+        (Some(hub), reader)
+    };
     let health = Arc::new(Health::new(opts.unready_after, Duration::from_secs(60)));
     let listener = crate::server::bind(opts.metrics_addr)
         .await
@@ -320,21 +357,14 @@ pub async fn controller(opts: ControllerOptions) -> Result<(), ControllerError> 
             addr: opts.metrics_addr,
             source,
         })?;
-    info!(addr = %opts.metrics_addr, "serving /metrics, /healthz, /readyz");
-    let server = tokio::spawn(crate::server::serve(
+    info!(addr = %opts.metrics_addr, "serving /metrics, /healthz, /readyz, /events");
+    let server = tokio::spawn(crate::server::serve_with_events(
         listener,
         metrics.clone(),
         health.clone(),
+        hub,
     ));
-    run(
-        client,
-        dataplane,
-        &opts.sync,
-        metrics,
-        health,
-        shutdown_signal(),
-    )
-    .await;
+    run(client, dataplane, &sync, metrics, health, shutdown_signal()).await;
     server.abort();
     Ok(())
 }

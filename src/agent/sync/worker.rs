@@ -19,9 +19,10 @@ use tracing::{debug, instrument, Span};
 
 use crate::health::{Health, Stage};
 use crate::metrics::{Metrics, Sizes};
+use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::build::build;
+use nftpolicy_core::ruleset::logging::{build_logged, LogOptions};
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 
 /// One sync for the thread to do.
@@ -34,6 +35,16 @@ pub(super) struct Job {
     pub reply: oneshot::Sender<Result<ApplyReport, ApplyError>>,
 }
 
+/// What the thread builds, and where it reports each applied ruleset.
+pub(super) struct Target {
+    /// The node whose pods get chains.
+    pub node: String,
+    /// Drop and allow logging.
+    pub log: LogOptions,
+    /// Receives the log ids and snapshot of each applied ruleset.
+    pub observed: Option<Arc<Shared>>,
+}
+
 /// The running thread. Dropping the sender side ends it.
 pub(super) struct Worker<D> {
     jobs: Option<mpsc::Sender<Job>>,
@@ -41,9 +52,9 @@ pub(super) struct Worker<D> {
 }
 
 impl<D: Dataplane + Send + 'static> Worker<D> {
-    /// Starts the thread for `node`, owning `dataplane`.
+    /// Starts the thread for `target`, owning `dataplane`.
     pub(super) fn start(
-        node: String,
+        target: Target,
         dataplane: D,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
@@ -58,7 +69,7 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
                         dataplane.force_full_replace(reason);
                     }
                     let outcome =
-                        sync_once(&node, &job.snapshot, &mut dataplane, &metrics, &health);
+                        sync_once(&target, job.snapshot, &mut dataplane, &metrics, &health);
                     health.idle();
                     // The loop may have stopped waiting (shutdown): nothing to tell.
                     let _ = job.reply.send(outcome);
@@ -87,17 +98,17 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
 /// One sync: the whole ruleset for `node`, applied as one batch.
 #[instrument(skip_all, fields(pods, policies, rules))]
 fn sync_once<D: Dataplane>(
-    node: &str,
-    snapshot: &Snapshot,
+    target: &Target,
+    snapshot: Snapshot,
     dataplane: &mut D,
     metrics: &Metrics,
     health: &Health,
 ) -> Result<ApplyReport, ApplyError> {
     let start = Instant::now();
     health.stage(Stage::Step("resolve"));
-    let resolution = resolve(snapshot, node);
+    let resolution = resolve(&snapshot, &target.node);
     health.stage(Stage::Step("build"));
-    let ruleset = build(&resolution);
+    let (ruleset, log_map) = build_logged(&resolution, &target.log);
     let span = Span::current();
     span.record("pods", snapshot.pods.len());
     span.record("policies", snapshot.policies.len());
@@ -118,6 +129,9 @@ fn sync_once<D: Dataplane>(
                 set_elements: ruleset.element_count(),
             };
             metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
+            if let Some(observed) = &target.observed {
+                observed.publish(log_map, Arc::new(snapshot));
+            }
             debug!(kind = report.kind.as_str(), messages = report.messages, took = ?start.elapsed(), "synced");
             Ok(report)
         }

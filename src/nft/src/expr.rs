@@ -9,7 +9,9 @@ use nftnl::nftnl_sys as sys;
 
 use super::encode::{check_name, key_bytes, EncodeError, Udata};
 use super::ffi::{self, Expr};
-use nftpolicy_core::ruleset::{AddrField, CtMatch, Family, Match, Rule, Verdict, TABLE_NAME};
+use nftpolicy_core::ruleset::{
+    AddrField, CtMatch, Family, Limit, Log, Match, Rule, Verdict, TABLE_NAME,
+};
 
 /// Register 1 (nft's legacy 16-byte register numbering) and the verdict register.
 const REG1: u32 = libc::NFT_REG_1 as u32;
@@ -37,8 +39,15 @@ pub(super) fn rule(
     for m in &rule.matches {
         ctx.encode_match(&mut r, m, set_id);
     }
+    // Statements in nft's order: limit, counter, log.
+    if let Some(l) = &rule.limit {
+        r.add_expr(limit(l));
+    }
     if rule.counter {
         r.add_expr(Expr::new("counter"));
+    }
+    if let Some(l) = &rule.log {
+        r.add_expr(log(l)?);
     }
     ctx.encode_verdict(&mut r, &rule.verdict, set_id);
     if let Some(c) = &rule.comment {
@@ -46,6 +55,29 @@ pub(super) fn rule(
         r.set(sys::NFTNL_RULE_USERDATA, &udata.0);
     }
     Ok(r)
+}
+
+/// `limit rate R/unit burst B packets`, as nft 1.0.6 sends it: rate and
+/// unit (seconds) as u64, burst, type (packets) and flags (0) as u32.
+fn limit(l: &Limit) -> Expr {
+    Expr::new("limit")
+        .set(sys::NFTNL_EXPR_LIMIT_RATE, &l.rate.to_ne_bytes())
+        .set(sys::NFTNL_EXPR_LIMIT_UNIT, &l.unit.seconds().to_ne_bytes())
+        .u32(sys::NFTNL_EXPR_LIMIT_BURST, l.burst)
+        .u32(sys::NFTNL_EXPR_LIMIT_TYPE, libc::NFT_LIMIT_PKTS as u32)
+        .u32(sys::NFTNL_EXPR_LIMIT_FLAGS, 0)
+}
+
+/// `log prefix "…" group G`, as nft 1.0.6 sends it: the prefix string and
+/// the group as u16 (no snaplen, no queue threshold).
+fn log(l: &Log) -> Result<Expr, EncodeError> {
+    // NF_LOG_PREFIXLEN is 128 bytes with the NUL.
+    if l.prefix.len() > 127 || l.prefix.contains('\0') {
+        return Err(EncodeError(format!("bad log prefix {:?}", l.prefix)));
+    }
+    Ok(Expr::new("log")
+        .str(sys::NFTNL_EXPR_LOG_PREFIX, &l.prefix)
+        .set(sys::NFTNL_EXPR_LOG_GROUP, &l.group.to_ne_bytes()))
 }
 
 fn meta(key: i32) -> Expr {

@@ -31,6 +31,8 @@
 //! - `fake.rs`: `FakeDataplane`, for tests of code that drives a dataplane:
 //!   it plans and encodes like the netlink dataplane, then interprets the
 //!   transaction on its own `KernelTable` (never the planner's prediction).
+//! - `nflog/`: `NflogSocket`, the records of our `log … group N` rules
+//!   (drop and allow logging) read over netlink, and their headers parsed.
 //! - `ffi.rs`: libnftnl objects. `unsafe` lives only in `ffi.rs`,
 //!   `msgbuf.rs` and `socket.rs`.
 //!
@@ -47,8 +49,8 @@
 //! order than the desired ruleset (same objects, same content).
 
 mod batch;
-pub mod conntrack;
 mod conn;
+pub mod conntrack;
 mod encode;
 mod expr;
 mod fake;
@@ -57,6 +59,7 @@ mod image;
 mod lists;
 mod msgbuf;
 mod netlink;
+mod nflog;
 mod nlmsg;
 mod ops;
 mod plan;
@@ -71,6 +74,7 @@ use std::time::Duration;
 
 pub use fake::FakeDataplane;
 pub use netlink::{cleanup, NetlinkDataplane};
+pub use nflog::{headers, Headers, LogRecord, NflogError, NflogSocket, COPY_RANGE};
 pub use plan::{full_replace, plan, Plan};
 pub use readback::kernel_listing;
 pub use transaction::{ChainDef, Elements, Op, SetDef, SetKind, Transaction};

@@ -106,6 +106,28 @@ impl Socket {
         Ok(())
     }
 
+    /// Makes `recv` give up after `timeout` (`EAGAIN`) instead of 60 s.
+    pub(super) fn set_recv_timeout(&self, timeout: Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: `tv` is a valid timeval for the duration of the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.inner.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Receives one datagram into `buf`; returns its length.
     pub(super) fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: `buf` is writable for `buf.len()` bytes.

@@ -8,14 +8,17 @@
 
 pub mod build;
 pub mod guard;
+pub mod logging;
 pub mod names;
 pub mod render;
+mod stmt;
 pub mod trace;
 
 use std::net::IpAddr;
 
 pub use crate::model::net::{AddrEntry as SetElement, AddrRange, Family, PortRange};
 pub use crate::model::Protocol;
+pub use stmt::{Limit, Log, RateError, RateUnit, DEFAULT_BURST};
 
 /// The nftables family of our table.
 pub const TABLE_FAMILY: &str = "inet";
@@ -216,8 +219,13 @@ pub enum Verdict {
 pub struct Rule {
     /// All must hold.
     pub matches: Vec<Match>,
+    /// `limit rate …`, after the matches and before the counter: over the
+    /// limit, the rule does not match.
+    pub limit: Option<Limit>,
     /// `counter` (rendered with the kernel's values, zero in `render`).
     pub counter: bool,
+    /// `log prefix … group …`, after the counter, before the verdict.
+    pub log: Option<Log>,
     /// What happens on a match.
     pub verdict: Verdict,
     /// Where the rule came from, if it says more than its chain.
@@ -229,7 +237,9 @@ impl Rule {
     pub fn new(matches: Vec<Match>, verdict: Verdict) -> Self {
         Self {
             matches,
+            limit: None,
             counter: false,
+            log: None,
             verdict,
             comment: None,
         }
@@ -244,6 +254,18 @@ impl Rule {
     /// Adds a counter.
     pub fn counted(mut self) -> Self {
         self.counter = true;
+        self
+    }
+
+    /// Adds a `limit` statement.
+    pub fn limited(mut self, limit: Limit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Adds a `log` statement.
+    pub fn logged(mut self, log: Log) -> Self {
+        self.log = Some(log);
         self
     }
 }

@@ -132,8 +132,17 @@ impl Display for Rule {
             write!(f, "{sep}{m}")?;
             sep = " ";
         }
+        // nft lists statements in the rule's order: limit, counter, log.
+        if let Some(limit) = &self.limit {
+            write!(f, "{sep}{limit}")?;
+            sep = " ";
+        }
         if self.counter {
             write!(f, "{sep}counter packets 0 bytes 0")?;
+            sep = " ";
+        }
+        if let Some(log) = &self.log {
+            write!(f, "{sep}{log}")?;
             sep = " ";
         }
         write!(f, "{sep}{}", self.verdict)?;

@@ -1,0 +1,193 @@
+//! What a log record means: the [`LogMap`] and the snapshot of the ruleset
+//! the dataplane applied last (and of the one before, for records still in
+//! flight from it), and the mapping of a record to an [`Event`].
+//!
+//! The dataplane thread swaps [`Shared`] after each successful apply (a
+//! pointer swap under a mutex, no copy of the snapshot); the reader thread
+//! takes a reference per record. The address index is built by the reader,
+//! once per applied snapshot, so that a sync never pays for it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use nftpolicy_core::model::{NamespacedName, Snapshot};
+use nftpolicy_core::ruleset::logging::{parse_prefix, LogMap, LogSubject, LogVerdict};
+use nftpolicy_nft::LogRecord;
+
+use super::{rfc3339, Event, Peer};
+
+/// One applied ruleset's view: its log ids and the snapshot it was built from.
+#[derive(Debug)]
+pub struct Applied {
+    /// Log id → pod or policy.
+    pub map: LogMap,
+    /// The snapshot (every node's pods: any of them can be a peer).
+    pub snapshot: Arc<Snapshot>,
+    addrs: OnceLock<HashMap<IpAddr, NamespacedName>>,
+}
+
+impl Applied {
+    /// The view of a ruleset built from `snapshot` with ids `map`.
+    pub fn new(map: LogMap, snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            map,
+            snapshot,
+            addrs: OnceLock::new(),
+        }
+    }
+
+    /// The pod that has `ip` (active pods only: a hostNetwork pod's address
+    /// is its node's).
+    pub fn pod_at(&self, ip: &IpAddr) -> Option<&NamespacedName> {
+        self.addrs
+            .get_or_init(|| {
+                let mut m = HashMap::new();
+                for p in self.snapshot.pods.values() {
+                    if p.ignored().is_none() {
+                        for ip in &p.ips {
+                            m.entry(*ip).or_insert_with(|| p.key());
+                        }
+                    }
+                }
+                m
+            })
+            .get(ip)
+    }
+}
+
+/// The current and the previous applied view.
+pub type Views = (Option<Arc<Applied>>, Option<Arc<Applied>>);
+
+/// The last two applied views, shared by the dataplane thread (writer) and
+/// the reader (many reads).
+#[derive(Debug)]
+pub struct Shared {
+    node: String,
+    views: Mutex<Views>,
+}
+
+impl Shared {
+    /// Nothing applied yet, on `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            views: Mutex::new((None, None)),
+        }
+    }
+
+    /// The node events are reported for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A new ruleset was applied: it becomes current, the current one previous.
+    pub fn publish(&self, map: LogMap, snapshot: Arc<Snapshot>) {
+        let mut v = self.views.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = v.0.take();
+        *v = (Some(Arc::new(Applied::new(map, snapshot))), previous);
+    }
+
+    /// The current and previous views.
+    pub fn views(&self) -> Views {
+        self.views.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The event of `record`, named from the current view (or the previous
+    /// one, for a chain that went with the last apply). Records whose
+    /// prefix is not ours, or whose id neither view knows, are `unknown`.
+    pub fn event(&self, record: &LogRecord, received: SystemTime) -> Event {
+        let (current, previous) = self.views();
+        event(&self.node, record, received, [current, previous])
+    }
+}
+
+/// The protocol's name as policies spell it.
+fn protocol_name(n: u8) -> String {
+    match n {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        132 => "sctp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Maps `record` with the first of `views` that knows its id.
+pub fn event(
+    node: &str,
+    record: &LogRecord,
+    received: SystemTime,
+    views: [Option<Arc<Applied>>; 2],
+) -> Event {
+    let parsed = parse_prefix(&record.prefix);
+    let (id, verdict) = match parsed {
+        Some((id, v)) => (id.to_owned(), v),
+        None => (record.prefix.clone(), LogVerdict::Drop),
+    };
+    let h = record.packet;
+    let mut e = Event {
+        time: rfc3339(record.timestamp.unwrap_or(received)),
+        node: node.to_owned(),
+        verdict: verdict.as_str().to_owned(),
+        direction: None,
+        protocol: h.map_or_else(|| "?".to_owned(), |h| protocol_name(h.protocol)),
+        src: Peer {
+            ip: h.map(|h| h.src.to_string()),
+            port: h.and_then(|h| h.src_port),
+            ..Peer::default()
+        },
+        dst: Peer {
+            ip: h.map(|h| h.dst.to_string()),
+            port: h.and_then(|h| h.dst_port),
+            ..Peer::default()
+        },
+        icmp_type: h.and_then(|h| h.icmp_type),
+        policies: Vec::new(),
+        id,
+        unknown: true,
+        repeats: 0,
+    };
+    let found = parsed.and_then(|(id, _)| {
+        views
+            .iter()
+            .flatten()
+            .find_map(|v| v.map.get(id).map(|entry| (v, entry)))
+    });
+    let name = |view: &Applied, ip: Option<IpAddr>| ip.and_then(|ip| view.pod_at(&ip).cloned());
+    let Some((view, entry)) = found else {
+        // Unknown id: the addresses may still be pods of the current view.
+        if let Some(view) = &views[0] {
+            let (src, dst) = (name(view, h.map(|h| h.src)), name(view, h.map(|h| h.dst)));
+            set_names(&mut e, src, dst);
+        }
+        return e;
+    };
+    e.unknown = false;
+    e.direction = Some(entry.direction.to_string());
+    let (mut src, mut dst) = (name(view, h.map(|h| h.src)), name(view, h.map(|h| h.dst)));
+    match &entry.subject {
+        LogSubject::Pod { pod, isolating } => {
+            // The chain's pod is the local end, whatever the address index says.
+            match entry.direction {
+                nftpolicy_core::model::Direction::Ingress => dst = Some(pod.clone()),
+                nftpolicy_core::model::Direction::Egress => src = Some(pod.clone()),
+            }
+            e.policies = isolating.iter().map(ToString::to_string).collect();
+        }
+        LogSubject::Policy { policy } => e.policies = vec![policy.to_string()],
+    }
+    set_names(&mut e, src, dst);
+    e
+}
+
+fn set_names(e: &mut Event, src: Option<NamespacedName>, dst: Option<NamespacedName>) {
+    for (peer, pod) in [(&mut e.src, src), (&mut e.dst, dst)] {
+        if let Some(p) = pod {
+            peer.namespace = Some(p.namespace);
+            peer.pod = Some(p.name);
+        }
+    }
+}
