@@ -4,7 +4,9 @@
 //! "Enforce" is checked, not hoped for: the table the agent keeps on each
 //! node (`nft list table`) must be what `kube-nftpolicy render` prints for
 //! that node from `kubectl get namespaces,pods,networkpolicies -A -o yaml`
-//! of the same moment, up to what does not decide a packet's fate:
+//! of the same moment, with the guard the agent adds by default (the gate
+//! of the Node's pod CIDRs and the node's addresses, the cut rule: see
+//! `Cluster::guard_args`), up to what does not decide a packet's fate:
 //!
 //! - the order of chains, sets and set elements (an incremental apply adds
 //!   chains at the end; the kernel lists hash sets in its own order);
@@ -35,7 +37,7 @@ pub fn converge(c: &Cluster, label: &str) {
         std::fs::write(&dump, yaml).expect("write the API dump");
         let mut differ = Vec::new();
         for n in 1..=2u8 {
-            let want = normalize(&render(&dump, n));
+            let want = normalize(&render(&dump, n, &c.guard_args(n)));
             let got = normalize(&c.nft(n));
             if want != got {
                 differ.push(describe_difference(n, &want, &got));
@@ -54,11 +56,12 @@ pub fn converge(c: &Cluster, label: &str) {
     }
 }
 
-fn render(dump: &Path, node: u8) -> String {
+fn render(dump: &Path, node: u8, guard: &[String]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kube-nftpolicy"))
         .args(["render", "-f"])
         .arg(dump)
         .args(["--node", &format!("node{node}")])
+        .args(guard)
         .output()
         .expect("run kube-nftpolicy render");
     // 3: rendered, but invalid objects were skipped (the API refuses them

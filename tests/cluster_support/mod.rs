@@ -318,6 +318,45 @@ impl Cluster {
             .unwrap_or(0.0)
     }
 
+    /// The flags that make `kube-nftpolicy render` build node `n`'s table
+    /// as its agent does with the DaemonSet's defaults: the gate (the
+    /// Node's pod CIDRs, the node namespace's addresses) and the cut rule.
+    pub fn guard_args(&self, n: u8) -> Vec<String> {
+        let cidrs = self.k(&[
+            "get",
+            "node",
+            &format!("node{n}"),
+            "-o",
+            "jsonpath={.spec.podCIDRs[*]}",
+        ]);
+        let cidrs: Vec<&str> = cidrs.split_whitespace().collect();
+        let out = Command::new("ip")
+            .args(["-n", &self.node_netns(n), "-o", "addr", "show"])
+            .output()
+            .expect("ip addr");
+        // `2: eth0    inet 10.0.0.2/24 brd ... scope global eth0 ...`
+        let addrs: Vec<String> = text(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace().skip(2);
+                match w.next() {
+                    Some("inet" | "inet6") => w.next().and_then(|a| a.split('/').next()),
+                    _ => None,
+                }
+                .map(str::to_owned)
+            })
+            .collect();
+        let mut args = Vec::new();
+        if !cidrs.is_empty() {
+            args.extend(["--pod-cidr".to_owned(), cidrs.join(",")]);
+            if !addrs.is_empty() {
+                args.extend(["--node-addr".to_owned(), addrs.join(",")]);
+            }
+        }
+        args.extend(["--cut-mark".to_owned(), "0x20000000".to_owned()]);
+        args
+    }
+
     /// `nft list table inet kube-nftpolicy` on node `n`.
     pub fn nft(&self, n: u8) -> String {
         let out = Command::new("ip")

@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 
 use super::{EXIT_ERROR, EXIT_OK};
 use crate::metrics::MAX_DROP_SERIES;
+use crate::sync::{GateSource, Guard};
 use nftpolicy_core::ruleset::logging::{LogOptions, DEFAULT_GROUP};
 use nftpolicy_core::ruleset::{Limit, DEFAULT_BURST};
 
@@ -15,6 +16,30 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// What happens to established flows a policy change no longer allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Established {
+    /// Cut them within a second of the commit (conntrack mark, re-judged).
+    Cut,
+    /// Keep them until conntrack forgets them.
+    Keep,
+}
+
+/// A conntrack mark with exactly one bit set (`0x20000000`).
+pub(crate) fn one_bit(s: &str) -> Result<u32, String> {
+    let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X"));
+    let v = match hex {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse::<u32>(),
+    }
+    .map_err(|e| format!("not a 32-bit number: {e}"))?;
+    if v.count_ones() == 1 {
+        Ok(v)
+    } else {
+        Err(format!("{v:#x} is not a single bit"))
+    }
 }
 
 /// `controller` arguments. Logging follows `RUST_LOG` (default `info`).
@@ -77,9 +102,45 @@ pub struct ControllerArgs {
     /// clients on other hosts too; by default only to the node itself.
     #[arg(long)]
     pub observe_remote: bool,
+    /// The node's pod CIDRs for the gate of unknown pod addresses, instead
+    /// of `spec.podCIDRs` of its Node (repeat or comma-separate).
+    #[arg(
+        long,
+        value_name = "CIDR",
+        value_delimiter = ',',
+        conflicts_with = "no_gate"
+    )]
+    pub pod_cidr: Vec<ipnet::IpNet>,
+    /// No gate: addresses of the pod CIDRs that no known pod has pass.
+    #[arg(long)]
+    pub no_gate: bool,
+    /// Established flows a policy change no longer allows: cut them, or keep
+    /// them until conntrack forgets them.
+    #[arg(long, value_enum, default_value_t = Established::Cut)]
+    pub established: Established,
+    /// The conntrack mark bit of cut flows (one bit; the rest of the mark is
+    /// left alone).
+    #[arg(long, value_name = "BIT", default_value = "0x20000000", value_parser = one_bit)]
+    pub cut_mark: u32,
 }
 
 impl ControllerArgs {
+    /// The gate and cutting the flags ask for.
+    pub fn guard(&self) -> Guard {
+        let gate = if self.no_gate {
+            GateSource::Off
+        } else if self.pod_cidr.is_empty() {
+            GateSource::Node
+        } else {
+            GateSource::Fixed(self.pod_cidr.iter().map(|c| c.trunc()).collect())
+        };
+        Guard {
+            gate,
+            cut_mark: (self.established == Established::Cut).then_some(self.cut_mark),
+            netns: self.netns.clone(),
+        }
+    }
+
     /// The logging the flags ask for.
     pub fn log_options(&self) -> LogOptions {
         LogOptions {
@@ -115,6 +176,7 @@ pub fn run_controller(args: &ControllerArgs) -> u8 {
     sync.resync = Duration::from_secs(args.resync_secs.max(1));
     sync.full_replace = Duration::from_secs(args.full_replace_secs.max(1));
     sync.log = args.log_options();
+    sync.guard = args.guard();
     let opts = crate::sync::ControllerOptions {
         sync,
         netns: args.netns.clone(),

@@ -12,7 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use nftpolicy_core::model::{NamespacedName, Protocol, Snapshot};
 use nftpolicy_core::resolve::explain::Endpoint;
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::{build::build, render::render};
+use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::ruleset::guard::Gate;
+use nftpolicy_core::ruleset::render::render;
 
 mod controller;
 mod explain;
@@ -85,6 +87,9 @@ pub struct ApplyArgs {
     /// Compute and print the table, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// The guard the agent adds.
+    #[command(flatten)]
+    pub guard: GuardArgs,
 }
 
 /// `cleanup` arguments.
@@ -113,6 +118,41 @@ pub struct RenderArgs {
     /// The node whose pods get chains (`spec.nodeName`).
     #[arg(long, value_name = "NAME")]
     pub node: String,
+    /// The guard the agent adds.
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The guard before the policies, as the agent builds it (`controller`
+/// adds it by default; `render` and `apply` only when asked).
+#[derive(Debug, Args)]
+pub struct GuardArgs {
+    /// Add the gate of unknown pod addresses for these pod CIDRs of the node
+    /// (repeat or comma-separate; the agent takes them from its Node).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub pod_cidr: Vec<ipnet::IpNet>,
+    /// The node's own addresses, known to the gate (repeat or comma-separate;
+    /// the agent reads its interfaces).
+    #[arg(long, value_name = "IP", value_delimiter = ',', requires = "pod_cidr")]
+    pub node_addr: Vec<std::net::IpAddr>,
+    /// Add the rule that drops flows marked as cut with this conntrack mark
+    /// bit (the agent's default: 0x20000000).
+    #[arg(long, value_name = "BIT", value_parser = controller::one_bit)]
+    pub cut_mark: Option<u32>,
+}
+
+impl GuardArgs {
+    /// The build options these flags ask for.
+    pub fn options(&self) -> Options {
+        let gate = (!self.pod_cidr.is_empty()).then(|| Gate {
+            pod_cidrs: self.pod_cidr.iter().map(|c| c.trunc()).collect(),
+            node_addrs: self.node_addr.clone(),
+        });
+        Options {
+            gate,
+            cut_mark: self.cut_mark,
+        }
+    }
 }
 
 /// Output formats of `explain`.
@@ -179,7 +219,8 @@ pub fn run_render(args: &RenderArgs) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    print!("{}", render(&build(&resolve(&snapshot, &args.node))));
+    let ruleset = build_with(&resolve(&snapshot, &args.node), &args.guard.options());
+    print!("{}", render(&ruleset));
     code(skipped)
 }
 
@@ -190,7 +231,7 @@ pub fn run_apply(args: &ApplyArgs) -> u8 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    let ruleset = build(&resolve(&snapshot, &args.node));
+    let ruleset = build_with(&resolve(&snapshot, &args.node), &args.guard.options());
     if args.dry_run {
         print!("{}", render(&ruleset));
         return code(skipped);

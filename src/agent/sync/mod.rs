@@ -23,6 +23,10 @@
 //!   place: a rolling update must never open the node.
 //! - Resolve, build and apply run on the dataplane thread (`worker.rs`),
 //!   never on the async runtime; the loop keeps beating while it waits.
+//! - The guard (`docs/dataplane.md`): with the gate on, nothing is applied
+//!   before the node's pod CIDRs are known (the Node listed, or a flag), and
+//!   a change of them is a sync; with cutting on, each commit is followed by
+//!   a re-judging of the node's established flows on the cutting thread.
 
 mod worker;
 
@@ -34,9 +38,12 @@ use tokio::sync::oneshot;
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
+use crate::cut::Cutter;
 use crate::health::Health;
+use crate::k8s::node::NodeView;
 use crate::k8s::{self, Stores, Take};
 use crate::metrics::Metrics;
+use ipnet::IpNet;
 use nftpolicy_core::ruleset::logging::LogOptions;
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 use worker::{Job, Worker};
@@ -68,7 +75,47 @@ pub struct SyncConfig {
     /// Where each applied ruleset's log ids and snapshot go, for the NFLOG
     /// reader (`observe`).
     pub observed: Option<Arc<crate::observe::Shared>>,
+    /// The gate of unknown pod addresses and the cutting of flows (both
+    /// off by default here; the `controller` command turns them on).
+    pub guard: Guard,
 }
+
+/// Where the gate learns the node's pod CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateSource {
+    /// No gate: unknown pod addresses pass (as before the gate existed).
+    Off,
+    /// `spec.podCIDRs` of this node's Node object, watched.
+    Node,
+    /// These CIDRs (`--pod-cidr`), for setups whose Nodes have none.
+    Fixed(Vec<IpNet>),
+}
+
+/// The guard before the policies (`nftpolicy_core::ruleset::guard`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guard {
+    /// The gate's pod CIDRs.
+    pub gate: GateSource,
+    /// The conntrack mark bit of cut flows; `None`: established flows are
+    /// kept until conntrack forgets them.
+    pub cut_mark: Option<u32>,
+    /// The network namespace of the node (`/run/netns/<name>`; `None`:
+    /// this one): its addresses and its conntrack table.
+    pub netns: Option<String>,
+}
+
+impl Guard {
+    /// Neither gate nor cutting.
+    pub const OFF: Guard = Guard {
+        gate: GateSource::Off,
+        cut_mark: None,
+        netns: None,
+    };
+}
+
+/// The conntrack mark bit of cut flows unless told otherwise (one bit;
+/// the rest of the mark is left to others).
+pub const DEFAULT_CUT_MARK: u32 = 0x2000_0000;
 
 impl SyncConfig {
     /// The defaults for `node`: debounce 20 ms (at most 1 s), 100 ms between syncs,
@@ -86,6 +133,7 @@ impl SyncConfig {
             deferred_delay: Duration::from_millis(200),
             log: LogOptions::OFF,
             observed: None,
+            guard: Guard::OFF,
         }
     }
 }
@@ -103,10 +151,29 @@ pub async fn run<D: Dataplane + Send + 'static>(
     health: Arc<Health>,
     shutdown: impl Future<Output = ()>,
 ) -> Option<D> {
+    let (gate, node_watch) = match &cfg.guard.gate {
+        GateSource::Off => {
+            metrics.gate_armed(false);
+            (None, None)
+        }
+        GateSource::Fixed(cidrs) => (Some(NodeView::fixed(cidrs.clone())), None),
+        GateSource::Node => {
+            let (view, task) = k8s::node::watch(client.clone(), cfg.node.clone(), metrics.clone());
+            (Some(view), Some(task))
+        }
+    };
+    let cutter = cfg.guard.cut_mark.and_then(|bit| {
+        Cutter::start(cfg.guard.netns.clone(), bit, metrics.clone())
+            .map_err(|e| tracing::error!(error = %e, "cannot start the flow-cutting thread; flows are not cut"))
+            .ok()
+    });
     let target = worker::Target {
         node: cfg.node.clone(),
         log: cfg.log,
         observed: cfg.observed.clone(),
+        gate: gate.clone(),
+        cut: cutter.map(|c| (c, cfg.guard.cut_mark.unwrap_or(DEFAULT_CUT_MARK))),
+        netns: cfg.guard.netns.clone(),
     };
     let worker = match Worker::start(target, dataplane, metrics.clone(), health.clone()) {
         Ok(w) => w,
@@ -120,7 +187,10 @@ pub async fn run<D: Dataplane + Send + 'static>(
     info!(node = %cfg.node, "watching pods, namespaces and networkpolicies");
     tokio::select! {
         _ = shutdown => info!("stopping; the table stays in place"),
-        _ = run_loop(&stores, &worker, cfg, &metrics, &health) => {}
+        _ = run_loop(&stores, gate.as_deref(), &worker, cfg, &metrics, &health) => {}
+    }
+    if let Some(task) = node_watch {
+        task.abort();
     }
     tokio::task::spawn_blocking(move || worker.stop())
         .await
@@ -145,8 +215,17 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Completes when the gate's CIDRs change (never without a gate).
+async fn gate_changed(gate: Option<&NodeView>) {
+    match gate {
+        Some(view) => view.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run_loop<D: Dataplane + Send + 'static>(
     stores: &Stores,
+    gate: Option<&NodeView>,
     worker: &Worker<D>,
     cfg: &SyncConfig,
     metrics: &Metrics,
@@ -161,6 +240,9 @@ async fn run_loop<D: Dataplane + Send + 'static>(
     let mut next_resync = Instant::now() + cfg.resync;
     let mut next_full = Instant::now() + cfg.full_replace;
     let mut waiting_logged = false;
+    let mut node_waiting_logged = false;
+    // The gate's CIDRs changed since the last sync started.
+    let mut gate_dirty = false;
     loop {
         health.beat();
         let timer = [retry_at, soon]
@@ -169,9 +251,22 @@ async fn run_loop<D: Dataplane + Send + 'static>(
             .fold(next_resync, Instant::min);
         let timed = tokio::select! {
             _ = stores.changed() => false,
+            _ = gate_changed(gate) => {
+                gate_dirty = true;
+                false
+            }
             _ = sleep_until(timer) => true,
             _ = sleep(health.beat_every()) => continue,
         };
+        // The gate a previous run left must not be lifted by a sync that
+        // does not know the CIDRs yet.
+        if gate.is_some_and(|g| !g.ready()) {
+            if !node_waiting_logged {
+                info!(node = %cfg.node, "waiting for this node's Node object (pod CIDRs of the gate); the existing table stays");
+                node_waiting_logged = true;
+            }
+            continue;
+        }
         if retry_at.is_some_and(|r| Instant::now() < r) {
             continue; // backing off: the change waits for the retry
         }
@@ -181,7 +276,8 @@ async fn run_loop<D: Dataplane + Send + 'static>(
         let resync = now >= next_resync;
         // Copies the snapshot only if there is something to do: a permit
         // stored during the last sync wakes the loop with nothing changed.
-        let taken = match stores.take(due || resync || last_start.is_none()) {
+        let force = due || resync || gate_dirty || last_start.is_none();
+        let taken = match stores.take(force) {
             Take::Snapshot(taken) => taken,
             Take::Unchanged => continue,
             Take::NotListed => {
@@ -196,6 +292,7 @@ async fn run_loop<D: Dataplane + Send + 'static>(
             unenforced = Some(unenforced.map_or(t, |u| u.min(t)));
         }
         last_start = Some(now);
+        gate_dirty = false;
         let mut full_replace = None;
         if resync {
             next_resync = now + cfg.resync;

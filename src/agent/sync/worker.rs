@@ -9,20 +9,25 @@
 //! owns the dataplane; it reports each stage to [`Health`], and gives the
 //! dataplane back when the loop shuts down.
 
+use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
-use tracing::{debug, instrument, Span};
+use tracing::{debug, instrument, warn, Span};
 
+use crate::cut::Cutter;
 use crate::health::{Health, Stage};
+use crate::k8s::node::NodeView;
 use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::logging::{build_logged, LogOptions};
+use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::ruleset::guard::Gate;
+use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 
 /// One sync for the thread to do.
@@ -43,6 +48,49 @@ pub(super) struct Target {
     pub log: LogOptions,
     /// Receives the log ids and snapshot of each applied ruleset.
     pub observed: Option<Arc<Shared>>,
+    /// The node's pod CIDRs for the gate (`None`: no gate).
+    pub gate: Option<Arc<NodeView>>,
+    /// The cutting thread and the mark bit of cut flows (`None`: flows
+    /// are kept).
+    pub cut: Option<(Cutter, u32)>,
+    /// The node's network namespace (for its addresses).
+    pub netns: Option<String>,
+}
+
+impl Target {
+    /// The build options of this sync, and the node's addresses (read
+    /// when the gate or the cutting needs them). A gate that cannot know
+    /// the node's addresses stays off: never a closed node.
+    fn options(&self, metrics: &Metrics) -> (Options, Vec<IpAddr>) {
+        let cidrs = self.gate.as_ref().map(|g| g.cidrs()).unwrap_or_default();
+        let node_addrs = if cidrs.is_empty() && self.cut.is_none() {
+            Vec::new()
+        } else {
+            match crate::addrs::node_addrs(self.netns.as_deref()) {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the node's addresses; the gate stays off for this sync");
+                    metrics.error("node_addrs");
+                    return (
+                        Options {
+                            gate: None,
+                            cut_mark: self.cut.as_ref().map(|c| c.1),
+                        },
+                        Vec::new(),
+                    );
+                }
+            }
+        };
+        let gate = (!cidrs.is_empty()).then(|| Gate {
+            pod_cidrs: cidrs,
+            node_addrs: node_addrs.clone(),
+        });
+        let opts = Options {
+            gate,
+            cut_mark: self.cut.as_ref().map(|c| c.1),
+        };
+        (opts, node_addrs)
+    }
 }
 
 /// The running thread. Dropping the sender side ends it.
@@ -108,7 +156,9 @@ fn sync_once<D: Dataplane>(
     health.stage(Stage::Step("resolve"));
     let resolution = resolve(&snapshot, &target.node);
     health.stage(Stage::Step("build"));
-    let (ruleset, log_map) = build_logged(&resolution, &target.log);
+    let (opts, node_addrs) = target.options(metrics);
+    let mut ruleset = build_with(&resolution, &opts);
+    let log_map = add_logging(&mut ruleset, &resolution, &target.log);
     let span = Span::current();
     span.record("pods", snapshot.pods.len());
     span.record("policies", snapshot.policies.len());
@@ -129,8 +179,12 @@ fn sync_once<D: Dataplane>(
                 set_elements: ruleset.element_count(),
             };
             metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
+            metrics.gate_armed(opts.gate.is_some());
             if let Some(observed) = &target.observed {
                 observed.publish(log_map, Arc::new(snapshot));
+            }
+            if let Some((cutter, _)) = &target.cut {
+                cutter.submit(Arc::new(ruleset), Arc::new(node_addrs));
             }
             debug!(kind = report.kind.as_str(), messages = report.messages, took = ?start.elapsed(), "synced");
             Ok(report)
