@@ -15,7 +15,7 @@ use agent_fake_api::fake::{FakeApi, Res};
 use agent_fake_api::harness::{
     allows, eventually, has_pod_chain, holds, namespace, pod, policy, Agent, NODE,
 };
-use kube_nftpolicy::sync::SyncConfig;
+use kube_nftpolicy::sync::{GateSource, SyncConfig};
 use nftpolicy_nft::{ApplyKind, ApplyReport};
 use serde_json::json;
 
@@ -502,5 +502,92 @@ async fn fake_api_healthz_fails_when_a_commit_hangs() {
     let why = health.live().unwrap_err();
     assert!(why.contains("kernel commit"), "{why}");
     assert_eq!(agent.applies(), 0, "the commit is still running");
+    agent.stop().await;
+}
+
+/// A Node object with these pod CIDRs (none: no `spec.podCIDRs`).
+fn node(name: &str, cidrs: &[&str]) -> serde_json::Value {
+    let spec = match cidrs.first() {
+        Some(first) => json!({"podCIDR": first, "podCIDRs": cidrs}),
+        None => json!({}),
+    };
+    json!({"kind": "Node", "metadata": {"name": name}, "spec": spec})
+}
+
+/// The value of a metric line starting with `name_and_labels`, 0 if absent.
+fn metric(agent: &Agent, name_and_labels: &str) -> f64 {
+    let text = agent.metrics.encode();
+    let found = text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)
+            .filter(|r| r.starts_with(' '))
+    });
+    found.map_or(0.0, |v| v.trim().parse().expect("a metric value"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_gate_waits_for_the_node_and_follows_its_pod_cidrs() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    fake.apply(node(NODE, &[]));
+    fake.hold_list(Res::Nodes);
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.guard.gate = GateSource::Node;
+    let agent = Agent::start_with(fake.clone(), cfg);
+    eventually(
+        "the other kinds are listed",
+        Duration::from_secs(10),
+        || {
+            [Res::Pods, Res::Namespaces, Res::Policies]
+                .into_iter()
+                .all(|r| fake.lists(r) >= 1)
+        },
+    )
+    .await;
+    // The gate of a table in place must not be lifted by a sync that does
+    // not know the CIDRs: nothing is applied before the Node is read.
+    holds(
+        "no apply before the Node was read",
+        Duration::from_millis(500),
+        || agent.applies() == 0,
+    )
+    .await;
+    fake.release_list(Res::Nodes);
+    // A Node without pod CIDRs: the agent enforces the policies, with no
+    // gate (never a closed node), says so in a metric.
+    let rs = agent.until("the first apply", |_| true).await;
+    assert!(allows(&rs, FRONTEND, WEB) && !allows(&rs, "10.244.2.2", WEB));
+    assert!(
+        !rs.sets.iter().any(|s| s.name.starts_with("local-pod")),
+        "a gate without pod CIDRs: {:?}",
+        rs.sets.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    assert_eq!(metric(&agent, "kube_nftpolicy_gate_armed"), 0.0);
+    assert_eq!(
+        metric(&agent, "kube_nftpolicy_errors_total{kind=\"no_pod_cidrs\"}"),
+        1.0
+    );
+    // The Node gets its CIDRs: the next sync arms the gate, with the local
+    // pod known and an unknown address of the CIDR rejected.
+    fake.apply(node(NODE, &["10.244.0.0/24"]));
+    let rs = agent
+        .until("the gate is in the table", |rs| {
+            rs.sets.iter().any(|s| s.name == "local-pod-cidrs-v4")
+        })
+        .await;
+    let known = rs
+        .sets
+        .iter()
+        .find(|s| s.name == "local-pods-v4")
+        .expect("the known addresses");
+    assert!(known.contains(&WEB.parse().unwrap()), "{known:?}");
+    assert!(
+        !allows(&rs, "10.244.0.99", FRONTEND),
+        "an address of the CIDR that no pod has must not talk"
+    );
+    assert!(allows(&rs, FRONTEND, WEB), "known pods keep their verdicts");
+    eventually("gate_armed is 1", Duration::from_secs(5), || {
+        metric(&agent, "kube_nftpolicy_gate_armed") == 1.0
+    })
+    .await;
     agent.stop().await;
 }

@@ -1,11 +1,13 @@
 //! A FAKE Kubernetes API server, in process, on the kube client's service
 //! layer (`kube::Client::new` over a `tower::service_fn`). It is not an API
-//! server: it keeps Namespaces, Pods and NetworkPolicies in memory and
+//! server: it keeps Namespaces, Pods, NetworkPolicies and Nodes in memory and
 //! speaks just enough of the real wire format for kube-rs watchers:
 //!
-//! - LIST `/api/v1/pods`, `/api/v1/namespaces`,
+//! - LIST `/api/v1/pods`, `/api/v1/namespaces`, `/api/v1/nodes`,
 //!   `/apis/networking.k8s.io/v1/networkpolicies`: a `*List` with
 //!   `metadata.resourceVersion` and items without `kind`/`apiVersion`.
+//!   Selectors in the query are ignored (the agent's Node watch asks for
+//!   its own Node by name: keep one Node in the fake).
 //! - WATCH (`?watch=true&resourceVersion=N`): a streamed body of JSON lines,
 //!   `{"type":"ADDED"|"MODIFIED"|"DELETED"|"BOOKMARK"|"ERROR","object":...}`,
 //!   first the logged events after N, then live ones.
@@ -38,17 +40,20 @@ pub enum Res {
     Pods = 1,
     /// `networking.k8s.io/v1` networkpolicies.
     Policies = 2,
+    /// `v1` nodes (the gate's pod CIDRs).
+    Nodes = 3,
 }
 
 impl Res {
     /// Every resource.
-    pub const ALL: [Res; 3] = [Res::Namespaces, Res::Pods, Res::Policies];
+    pub const ALL: [Res; 4] = [Res::Namespaces, Res::Pods, Res::Policies, Res::Nodes];
 
     fn path(self) -> &'static str {
         match self {
             Res::Namespaces => "/api/v1/namespaces",
             Res::Pods => "/api/v1/pods",
             Res::Policies => "/apis/networking.k8s.io/v1/networkpolicies",
+            Res::Nodes => "/api/v1/nodes",
         }
     }
 
@@ -57,6 +62,7 @@ impl Res {
             Res::Namespaces => "Namespace",
             Res::Pods => "Pod",
             Res::Policies => "NetworkPolicy",
+            Res::Nodes => "Node",
         }
     }
 
@@ -78,19 +84,19 @@ impl Res {
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: [BTreeMap<(String, String), Value>; 3],
+    objects: [BTreeMap<(String, String), Value>; 4],
     /// (resourceVersion, resource, event line) since the last compaction.
     log: Vec<(u64, Res, Bytes)>,
     /// A watch from a version below this gets 410 Gone.
     oldest: u64,
     watches: Vec<(Res, UnboundedSender<Bytes>)>,
-    lists: [usize; 3],
+    lists: [usize; 4],
 }
 
 /// The fake API server. Cheap to share (`Arc`).
 pub struct FakeApi {
     state: Mutex<State>,
-    gates: [watch::Sender<bool>; 3],
+    gates: [watch::Sender<bool>; 4],
 }
 
 fn event_line(kind: &str, object: &Value) -> Bytes {
@@ -110,7 +116,7 @@ impl FakeApi {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::default()),
-            gates: [(); 3].map(|_| watch::channel(true).0),
+            gates: [(); 4].map(|_| watch::channel(true).0),
         })
     }
 

@@ -172,7 +172,7 @@ fn report(name: &str, cidrs: &[IpNet], metrics: &Metrics) {
         metrics.error("no_pod_cidrs");
         metrics.gate_armed(false);
     } else {
-        info!(node = %name, cidrs = ?cidrs, "pod CIDRs of this node: the gate is armed");
+        info!(node = %name, cidrs = ?cidrs, "pod CIDRs of this node: the gate arms with the next sync");
         metrics.gate_armed(true);
     }
 }
