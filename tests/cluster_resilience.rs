@@ -237,9 +237,19 @@ fn agent_restart(c: &Cluster) {
         cluster_ops::ingress_policy(NS, "newcomer", "app: newcomer", &["app: client"])
     ));
     c.wait_running(NS, &["newcomer"], RUNNING);
-    // Nobody enforces them yet: node1's table is the one the agent left.
+    // Nobody enforces them yet: node1's table is the one the agent left,
+    // and its gate keeps the newcomer, an address it does not know, closed
+    // (refused at once over IPv4, unanswered over IPv6).
+    for from in [STRANGER, CLIENT] {
+        for v6 in [false, true] {
+            let got = c.request(from, NEWCOMER, "80", v6, Duration::from_millis(1500));
+            assert!(
+                got.is_err(),
+                "{from} -> {NEWCOMER} (IPv6: {v6}) answered before any agent programmed it: {got:?}"
+            );
+        }
+    }
     let stale = [
-        allowed(STRANGER, NEWCOMER),
         allowed(STRANGER, WEB),
         denied(INTRUDER, WEB),
     ];

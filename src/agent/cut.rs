@@ -52,15 +52,31 @@ pub struct CutReport {
     pub restored: usize,
 }
 
-/// The cutting thread's mailbox.
+/// What the thread waits on: the next work, or the end.
+#[derive(Default)]
+struct Slot {
+    work: Option<Work>,
+    stop: bool,
+}
+
+/// The cutting thread's mailbox. Dropping it ends the thread after the
+/// pass it is in, if any.
 pub struct Cutter {
-    slot: Arc<(Mutex<Option<Work>>, Condvar)>,
+    slot: Arc<(Mutex<Slot>, Condvar)>,
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.slot;
+        m.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
+        cv.notify_one();
+    }
 }
 
 impl Cutter {
     /// Starts the thread, working in `/run/netns/<netns>` (or here).
     pub fn start(netns: Option<String>, bit: u32, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let slot: Arc<(Mutex<Option<Work>>, Condvar)> = Arc::default();
+        let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let mine = slot.clone();
         std::thread::Builder::new()
             .name("conntrack-cut".into())
@@ -71,7 +87,10 @@ impl Cutter {
                         let (m, cv) = &*mine;
                         let mut g = m.lock().unwrap_or_else(PoisonError::into_inner);
                         loop {
-                            if let Some(w) = g.take() {
+                            if g.stop {
+                                return;
+                            }
+                            if let Some(w) = g.work.take() {
                                 break w;
                             }
                             g = cv.wait(g).unwrap_or_else(PoisonError::into_inner);
@@ -112,7 +131,7 @@ impl Cutter {
     /// Asks for a pass over the table after `ruleset` was committed.
     pub fn submit(&self, ruleset: Arc<Ruleset>, node_addrs: Arc<Vec<IpAddr>>) {
         let (m, cv) = &*self.slot;
-        *m.lock().unwrap_or_else(PoisonError::into_inner) = Some(Work {
+        m.lock().unwrap_or_else(PoisonError::into_inner).work = Some(Work {
             ruleset,
             node_addrs,
         });
@@ -187,4 +206,40 @@ pub fn rejudge(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Threads of this process named `name`.
+    fn threads(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim_end() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn dropping_the_cutter_ends_its_thread() {
+        let before = threads("conntrack-cut");
+        let cutter = Cutter::start(None, 0x2000_0000, Arc::new(Metrics::new())).expect("start");
+        // The thread names itself once it runs.
+        let give_up = Instant::now() + std::time::Duration::from_secs(5);
+        while threads("conntrack-cut") == before {
+            assert!(Instant::now() < give_up, "no cutting thread");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(cutter);
+        while threads("conntrack-cut") > before {
+            assert!(Instant::now() < give_up, "the cutting thread outlived its Cutter");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
 }

@@ -16,6 +16,8 @@
 //! | 3 | cluster_resilience |
 //! | 4 | cluster_rbac |
 //! | 5 | cluster_load |
+//! | 6 | cluster_explain |
+//! | 7 | cluster_guard |
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
