@@ -249,10 +249,7 @@ fn agent_restart(c: &Cluster) {
             );
         }
     }
-    let stale = [
-        allowed(STRANGER, WEB),
-        denied(INTRUDER, WEB),
-    ];
+    let stale = [allowed(STRANGER, WEB), denied(INTRUDER, WEB)];
     cluster_ops::probe_all(c, &stale).unwrap_or_else(|e| panic!("agent stopped: {e}"));
     assert_eq!(
         cluster_ops::without_counters(&c.nft(1)),

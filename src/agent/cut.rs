@@ -238,7 +238,10 @@ mod tests {
         }
         drop(cutter);
         while threads("conntrack-cut") > before {
-            assert!(Instant::now() < give_up, "the cutting thread outlived its Cutter");
+            assert!(
+                Instant::now() < give_up,
+                "the cutting thread outlived its Cutter"
+            );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
