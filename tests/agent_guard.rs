@@ -25,7 +25,7 @@ mod agent_fake_api {
     pub mod harness;
 }
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -36,7 +36,7 @@ use agent_fake_api::harness::{namespace, policy};
 use kube_nftpolicy::health::Health;
 use kube_nftpolicy::metrics::Metrics;
 use kube_nftpolicy::sync::{self, GateSource, Guard, SyncConfig, DEFAULT_CUT_MARK};
-use nftpolicy_lab::{netns, request_from, Cluster, Family, Host, Proto, Serve, Stack, Stream};
+use nftpolicy_lab::{request_from, Cluster, Family, Host, Proto, Serve, Stack, Stream, UdpFlow};
 use nftpolicy_nft::NetlinkDataplane;
 use serde_json::{json, Value};
 use tokio::runtime::Runtime;
@@ -607,37 +607,6 @@ fn a_restart_under_traffic_opens_nothing() {
     eprintln!("total {:.1?}", started.elapsed());
 }
 
-/// A UDP flow: one connected socket in `from`'s namespace that sends a
-/// datagram and waits for the answer each time.
-struct UdpFlow(UdpSocket);
-
-impl UdpFlow {
-    fn open(from: &Host, to: SocketAddr) -> Self {
-        let s = netns::in_netns(from.netns(), move || {
-            let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-                .parse()
-                .unwrap();
-            let s = UdpSocket::bind(any).and_then(|s| s.connect(to).map(|()| s));
-            s.map_err(|e| nftpolicy_lab::LabError::Setup(e.to_string()))
-        })
-        .expect("udp socket");
-        s.set_read_timeout(Some(Duration::from_millis(150)))
-            .unwrap();
-        Self(s)
-    }
-
-    /// One try: a datagram and its answer within 150 ms.
-    fn once(&self) -> bool {
-        let mut buf = [0u8; 64];
-        self.0.send(b"?").is_ok() && self.0.recv(&mut buf).is_ok()
-    }
-
-    /// Up to three tries.
-    fn exchange(&self) -> bool {
-        (0..3).any(|_| self.once())
-    }
-}
-
 /// A long-lived flow, TCP or UDP.
 enum Conn {
     Tcp(Stream),
@@ -662,7 +631,12 @@ impl Flow {
                 Conn::Tcp(s)
             }
             Proto::Udp => {
-                let u = UdpFlow::open(from, SocketAddr::new(ip(to, f), 53));
+                let u = UdpFlow::open(
+                    from,
+                    SocketAddr::new(ip(to, f), 53),
+                    Duration::from_millis(150),
+                )
+                .expect("udp socket");
                 assert!(u.exchange(), "{what}: no answer before the change");
                 Conn::Udp(u)
             }

@@ -2,14 +2,14 @@
 //! pod addresses not programmed yet, and the cutting of established flows
 //! a policy change no longer allows (`ruleset::guard`, `kube_nftpolicy::cut`).
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use kube_nftpolicy::cut::rejudge;
 use nftpolicy_core::model::Protocol;
 use nftpolicy_core::ruleset::build::Options;
 use nftpolicy_core::ruleset::guard::Gate;
-use nftpolicy_lab::{netns, Cluster, Family, Host, Proto, Serve, Stack, Stream};
+use nftpolicy_lab::{Cluster, Family, Host, Proto, Serve, Stack, Stream, UdpFlow};
 use nftpolicy_nft::conntrack::Conntrack;
 use nftpolicy_testkit::*;
 
@@ -146,37 +146,6 @@ fn a_pod_the_node_does_not_know_cannot_talk_until_programmed() {
     }
 }
 
-/// A UDP flow: one socket in `from`'s namespace, connected to `to`, that
-/// sends a datagram and waits for the reply each time.
-struct UdpFlow(UdpSocket);
-
-impl UdpFlow {
-    fn open(from: &Host, to: SocketAddr) -> Self {
-        let s = netns::in_netns(from.netns(), move || {
-            let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-                .parse()
-                .unwrap();
-            let s = UdpSocket::bind(any).and_then(|s| s.connect(to).map(|()| s));
-            s.map_err(|e| nftpolicy_lab::LabError::Setup(e.to_string()))
-        })
-        .expect("udp socket");
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        Self(s)
-    }
-
-    /// An answered exchange, up to three tries of 200 ms.
-    fn exchange(&self) -> bool {
-        (0..3).any(|_| self.once())
-    }
-
-    /// One try: a datagram and its answer within 200 ms.
-    fn once(&self) -> bool {
-        let mut buf = [0u8; 64];
-        self.0.send(b"?").is_ok() && self.0.recv(&mut buf).is_ok()
-    }
-}
-
 fn cut(c: &Cluster, node: u8) -> kube_nftpolicy::cut::CutReport {
     let host = c.lab.node(node).unwrap();
     let mut ct = Conntrack::open(Some(host.netns())).expect("ctnetlink");
@@ -209,7 +178,12 @@ fn established_flows_a_policy_stops_allowing_are_cut_within_a_second() {
             .lab
             .stream(&a, ip(to, f), 80, Duration::from_secs(2))
             .expect("stream");
-        let udp = UdpFlow::open(&a, SocketAddr::new(ip(to, f), 53));
+        let udp = UdpFlow::open(
+            &a,
+            SocketAddr::new(ip(to, f), 53),
+            Duration::from_millis(200),
+        )
+        .expect("udp socket");
         assert!(udp.exchange(), "udp {f} to {} before the change", to.name());
         (tcp, udp)
     };

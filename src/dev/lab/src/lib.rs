@@ -92,7 +92,7 @@ pub use cluster::{Cluster, ClusterError, Serve};
 pub use matrix::{Matrix, Mismatch, ProbeKey};
 pub use probe::{request_from, Family, ProbeJob, Proto, MAX_PROBE_THREADS};
 pub use serve::{serve_in, Server, SERVER_POLL};
-pub use stream::{Stream, EXCHANGE_TIMEOUT};
+pub use stream::{Stream, UdpFlow, EXCHANGE_TIMEOUT};
 pub use topo::{Stack, MAX_EXTERNALS, MAX_NODES, SERVICE_TABLE};
 
 /// Prefix of every namespace a lab creates.

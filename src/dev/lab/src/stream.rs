@@ -75,3 +75,37 @@ impl Lab {
         Ok(stream)
     }
 }
+
+/// A long-lived UDP flow: one socket in a lab namespace, connected to a
+/// UDP echo server, that sends a datagram and waits for the answer on each
+/// try (conntrack keeps one entry for it while it is used).
+#[derive(Debug)]
+pub struct UdpFlow(std::net::UdpSocket);
+
+impl UdpFlow {
+    /// Opens the socket inside `from`'s namespace, connected to `to`; each
+    /// try waits `timeout` for the answer.
+    pub fn open(from: &Host, to: SocketAddr, timeout: Duration) -> Result<Self, LabError> {
+        let s = netns::in_netns(from.netns(), move || {
+            let any: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+                .parse()
+                .expect("a literal address");
+            let s = std::net::UdpSocket::bind(any).and_then(|s| s.connect(to).map(|()| s));
+            s.map_err(|e| LabError::Setup(e.to_string()))
+        })?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| LabError::Setup(e.to_string()))?;
+        Ok(Self(s))
+    }
+
+    /// One try: a datagram and its answer within the timeout.
+    pub fn once(&self) -> bool {
+        let mut buf = [0u8; 64];
+        self.0.send(b"?").is_ok() && self.0.recv(&mut buf).is_ok()
+    }
+
+    /// An answered exchange in up to three tries.
+    pub fn exchange(&self) -> bool {
+        (0..3).any(|_| self.once())
+    }
+}
