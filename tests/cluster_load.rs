@@ -369,10 +369,10 @@ fn change(
         let (p, e, open) = (&pairs[i], &ends[i], state[i]);
         let (sent, api) = writes[k];
         let node = p.enforcing_node();
-        let policy_chain = p.policy().map(|(ns, name)| format!("-{ns}/{name}"));
-        let want = |cm: &Commit| match &policy_chain {
+        let edited = p.edited_chain();
+        let want = |cm: &Commit| match &edited {
             None => cm.element(&e.client_v4, open),
-            Some(suffix) => cm.chain_ending(suffix),
+            Some(chain) => cm.chain_ending(chain),
         };
         let commit = monitors[usize::from(node) - 1]
             .wait_for(sent, sent + DEADLINE, want)

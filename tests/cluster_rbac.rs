@@ -246,7 +246,7 @@ fn restart_without_permission(c: &Cluster) -> nix::unistd::Pid {
     let _ = start.wait();
     let table = c.nft(1);
     assert!(
-        table.contains("policy-ingress-rbac/web") && table.contains("policy-ingress-rbac/stranger"),
+        table.contains("pod-ingress-rbac/web") && table.contains("pod-ingress-rbac/stranger"),
         "the previous table is gone:\n{table}"
     );
 

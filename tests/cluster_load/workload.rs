@@ -84,12 +84,15 @@ impl Pair {
         )
     }
 
-    /// The policy a policy edit patches: namespace and name.
-    pub fn policy(&self) -> Option<(String, &'static str)> {
+    /// The pod chain a policy edit changes (the edit changes the peers,
+    /// so the chain's rule looks up another set): the server's ingress
+    /// chain or the client's egress chain. `None` for a label change, which
+    /// changes set elements only.
+    pub fn edited_chain(&self) -> Option<String> {
         match self.switch {
             Switch::Label => None,
-            Switch::IngressEdit => Some((self.server.0.clone(), "edit-ingress")),
-            Switch::EgressEdit => Some((self.client.0.clone(), "egress-edit")),
+            Switch::IngressEdit => Some(format!("pod-ingress-{}/{}", self.server.0, self.server.1)),
+            Switch::EgressEdit => Some(format!("pod-egress-{}/{}", self.client.0, self.client.1)),
         }
     }
 }

@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
-use nftpolicy_core::model::{NamespacedName, Snapshot};
+use nftpolicy_core::model::{Direction, NamespacedName, Protocol, Snapshot};
+use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
 use nftpolicy_core::ruleset::logging::{parse_prefix, LogMap, LogSubject, LogVerdict};
-use nftpolicy_nft::LogRecord;
+use nftpolicy_nft::{Headers, LogRecord};
 
 use super::{rfc3339, Event, Peer};
 
@@ -115,6 +116,33 @@ fn protocol_name(n: u8) -> String {
     }
 }
 
+/// The policies whose rules allowed the logged packet `h` in `dir`, as
+/// `explain` judges it on the snapshot the ruleset was built from (an
+/// accept rule of a pod chain merges the allows of several policies).
+/// `None` for a protocol without ports, which `explain` does not judge.
+fn allowing(snapshot: &Snapshot, dir: Direction, h: &Headers) -> Option<Vec<String>> {
+    let protocol = match h.protocol {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        132 => Protocol::Sctp,
+        _ => return None,
+    };
+    let flow = Flow {
+        from: Endpoint::Addr(h.src),
+        to: Endpoint::Addr(h.dst),
+        protocol,
+        port: h.dst_port?,
+    };
+    let x = explain(snapshot, &flow).ok()?;
+    let side = match dir {
+        Direction::Ingress => x.ingress,
+        Direction::Egress => x.egress,
+    };
+    let mut policies: Vec<String> = side.allowed_by.into_iter().map(|r| r.policy).collect();
+    policies.dedup();
+    Some(policies)
+}
+
 /// Maps `record` with the first of `views` that knows its id.
 pub fn event(
     node: &str,
@@ -172,12 +200,16 @@ pub fn event(
         LogSubject::Pod { pod, isolating } => {
             // The chain's pod is the local end, whatever the address index says.
             match entry.direction {
-                nftpolicy_core::model::Direction::Ingress => dst = Some(pod.clone()),
-                nftpolicy_core::model::Direction::Egress => src = Some(pod.clone()),
+                Direction::Ingress => dst = Some(pod.clone()),
+                Direction::Egress => src = Some(pod.clone()),
             }
-            e.policies = isolating.iter().map(ToString::to_string).collect();
+            let allowing = match (verdict, h) {
+                (LogVerdict::Allow, Some(h)) => allowing(&view.snapshot, entry.direction, &h),
+                _ => None,
+            };
+            e.policies =
+                allowing.unwrap_or_else(|| isolating.iter().map(ToString::to_string).collect());
         }
-        LogSubject::Policy { policy } => e.policies = vec![policy.to_string()],
     }
     set_names(&mut e, src, dst);
     e

@@ -125,25 +125,44 @@ fn a_drop_record_names_both_pods_and_the_isolating_policies() {
 }
 
 #[test]
-fn an_allow_record_names_its_policy() {
-    let (shared, id) = view(shop(), "policy-ingress-shop/db-from-api");
-    let r = record(
-        &prefix(&id, LogVerdict::Allow),
-        "10.0.1.2",
-        "10.0.0.2",
-        6,
-        (40000, 5432),
+fn an_allow_record_names_the_policies_that_allowed_it() {
+    // A second policy allowing the same flow: the pod chain merges both
+    // into one accept; the event names both, as explain does, and not the
+    // default deny, which allows nothing.
+    let mut s = shop();
+    s.add_policy(
+        policy("shop", "db-from-all")
+            .select(Selector::labels([("app", "db")]))
+            .ingress(rule().port(Protocol::Tcp, 5432)),
     );
-    let e = shared.event(&r, SystemTime::now());
-    assert_eq!((e.verdict.as_str(), e.unknown), ("allow", false));
-    assert_eq!(e.policies, ["shop/db-from-api"]);
-    assert_eq!(e.dst.name().as_deref(), Some("shop/db"));
-    assert!(e.text().contains(" ALLOWED ingress tcp "), "{}", e.text());
-    assert!(
-        e.text().ends_with("allowed by shop/db-from-api"),
-        "{}",
-        e.text()
-    );
+    for (case, s, want) in [
+        ("one policy", shop(), vec!["shop/db-from-api"]),
+        (
+            "two merged",
+            s,
+            vec!["shop/db-from-all", "shop/db-from-api"],
+        ),
+    ] {
+        let (shared, id) = view(s, "pod-ingress-shop/db");
+        let r = record(
+            &prefix(&id, LogVerdict::Allow),
+            "10.0.1.2",
+            "10.0.0.2",
+            6,
+            (40000, 5432),
+        );
+        let e = shared.event(&r, SystemTime::now());
+        assert_eq!((e.verdict.as_str(), e.unknown), ("allow", false), "{case}");
+        assert_eq!(e.policies, want, "{case}");
+        assert_eq!(e.dst.name().as_deref(), Some("shop/db"), "{case}");
+        assert!(e.text().contains(" ALLOWED ingress tcp "), "{}", e.text());
+        assert!(
+            e.text()
+                .ends_with(&format!("allowed by {}", want.join(", "))),
+            "{}",
+            e.text()
+        );
+    }
 }
 
 #[test]

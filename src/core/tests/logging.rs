@@ -84,46 +84,47 @@ fn drops_and_allows_get_a_limited_logging_twin() {
         .expect("id of the pod chain");
     assert_eq!(id.len(), 8, "{id}");
     let comment = "no policy allowed this ingress; shop/default-deny allows nothing";
+    let accept = format!(
+        "tcp dport 5432 ip saddr @{} accept comment \"shop/db-from-api ingress[0]\"",
+        peer_set(&rs)
+    );
     assert_eq!(
         text,
         [
-            "jump policy-ingress-shop/db-from-api comment \"shop/db-from-api\"".to_owned(),
+            format!(
+                "tcp dport 5432 ip saddr @{} limit rate 2/minute burst 1 packets log prefix \"knp:{id}:allow\" group 7 accept comment \"shop/db-from-api ingress[0]\"",
+                peer_set(&rs)
+            ),
+            accept.clone(),
             format!(
                 "limit rate 10/second counter packets 0 bytes 0 log prefix \"knp:{id}:drop\" group 7 drop comment \"{comment}\""
             ),
             format!("counter packets 0 bytes 0 drop comment \"{comment}\""),
         ]
     );
-    let policy = rs
-        .chain("policy-ingress-shop/db-from-api")
-        .expect("policy chain");
-    let pid = map
-        .iter()
-        .find(|(_, e)| e.chain == policy.name)
-        .map(|(id, _)| id.clone())
-        .expect("id of the policy chain");
-    let text: Vec<String> = policy.rules.iter().map(|r| r.to_string()).collect();
-    assert_eq!(text.len(), 2, "{text:?}");
-    assert!(
-        text[0].contains(&format!(
-            " limit rate 2/minute burst 1 packets log prefix \"knp:{pid}:allow\" group 7 accept"
-        )),
-        "{text:?}"
-    );
-    assert_eq!(
-        text[1].replace(" limit rate 2/minute burst 1 packets", ""),
-        text[0].replace(
-            &format!(" limit rate 2/minute burst 1 packets log prefix \"knp:{pid}:allow\" group 7"),
-            ""
-        ),
-        "the twin is the same rule, limited and logged"
-    );
-    // Drops only: policy chains stay as they are.
+    // Drops only: the accepts stay as they are.
     let (drops_only, _) = build_logged(&r, &opts(true, false));
-    assert_eq!(
-        drops_only.chain(&policy.name),
-        build(&r).chain(&policy.name)
-    );
+    let text: Vec<String> = drops_only
+        .chain("pod-ingress-shop/db")
+        .expect("pod chain")
+        .rules
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    assert_eq!(text[0], accept);
+    assert_eq!(text.len(), 3, "{text:?}");
+}
+
+/// The one peer set of the shop's ruleset.
+fn peer_set(rs: &nftpolicy_core::ruleset::Ruleset) -> String {
+    let names: Vec<&str> = rs
+        .sets
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.starts_with("peers-"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].to_owned()
 }
 
 #[test]
@@ -136,9 +137,7 @@ fn the_map_names_the_pod_and_every_isolating_policy_as_explain_does() {
         .find(|e| e.chain == "pod-ingress-shop/db")
         .expect("entry");
     assert_eq!(entry.direction, Direction::Ingress);
-    let LogSubject::Pod { pod, isolating } = &entry.subject else {
-        panic!("a pod entry: {entry:?}");
-    };
+    let LogSubject::Pod { pod, isolating } = &entry.subject;
     assert_eq!(pod, &NamespacedName::new("shop", "db"));
     let e = explain(
         &s,
@@ -153,11 +152,8 @@ fn the_map_names_the_pod_and_every_isolating_policy_as_explain_does() {
     let names: Vec<String> = isolating.iter().map(|p| p.to_string()).collect();
     assert_eq!(names, e.ingress.isolated_by);
     assert_eq!(names, ["shop/db-from-api", "shop/default-deny"]);
-    // Policy chains have entries too; the remote api pod has no chain here.
-    assert!(map.iter().any(|(_, e)| matches!(
-        &e.subject,
-        LogSubject::Policy { policy } if policy == &NamespacedName::new("shop", "db-from-api")
-    )));
+    // One entry per pod chain; the remote api pod has no chain here.
+    assert_eq!(map.len(), 1, "{map:?}");
     assert!(!map.iter().any(|(_, e)| e.chain.contains("shop/api")));
 }
 

@@ -53,15 +53,15 @@ fn a_rule_for_another_port_costs_no_lookup() {
     // forward-egress: 3 preamble rules, the v4 dispatch (a lookup that
     // misses: the client is not local), the v6 dispatch (no lookup for
     // an IPv4 packet). forward-ingress: 3 preamble rules and the v4
-    // dispatch (a lookup that hits). The pod chain: one jump (none into
-    // the empty default-deny chain), the policy's one rule, the drop.
+    // dispatch (a lookup that hits). The pod chain: the policy's one
+    // rule (the default deny adds none), then the drop.
     let cases = [
         (
             "UDP 9 fails on the port compare, before the peer set",
             Protocol::Udp,
             9,
             Outcome::Drop,
-            5 + 4 + 3,
+            5 + 4 + 2,
             2,
         ),
         (
@@ -69,13 +69,76 @@ fn a_rule_for_another_port_costs_no_lookup() {
             Protocol::Tcp,
             80,
             Outcome::Accept,
-            5 + 4 + 2,
+            5 + 4 + 1,
             3,
         ),
     ];
     for (case, protocol, port, outcome, rules, lookups) in cases {
         let got = walk_cost(L4::Port { protocol, port });
         assert_eq!(got, (outcome, Cost { rules, lookups }), "case: {case}");
+    }
+}
+
+/// However many policies select the server, a new flow to it does the same
+/// walk: the allows on every port are one lookup, the allows of its port
+/// another.
+#[test]
+fn the_walk_does_not_grow_with_the_selecting_policies() {
+    let cost = |extra: usize| {
+        let mut s = snapshot(
+            [namespace("shop", [])],
+            [
+                pod("shop", "server")
+                    .labels([("app", "server")])
+                    .ip("10.0.0.2")
+                    .node("n1"),
+                pod("shop", "client")
+                    .labels([("app", "client")])
+                    .ip("10.0.1.2")
+                    .node("n2"),
+            ],
+            [policy("shop", "allow-client")
+                .select(Selector::labels([("app", "server")]))
+                .ingress(
+                    rule()
+                        .pods(Selector::labels([("app", "client")]))
+                        .port(Protocol::Tcp, 80),
+                )],
+        );
+        for i in 0..extra {
+            let app = format!("other-{i}");
+            s.add_pod(
+                pod("shop", &app)
+                    .labels([("app", app.as_str())])
+                    .ip(&format!("10.1.{}.{}", i / 200, 1 + i % 200))
+                    .node("n2"),
+            );
+            s.add_policy(
+                policy("shop", &format!("aaa-{i:03}"))
+                    .select(Selector::labels([("app", "server")]))
+                    .ingress(rule().pods(Selector::labels([("app", app.as_str())]))),
+            );
+        }
+        let rs = build(&resolve(&s, "n1"));
+        let packet = |port| Packet {
+            src: "10.0.1.2".parse().unwrap(),
+            dst: "10.0.0.2".parse().unwrap(),
+            l4: L4::Port {
+                protocol: Protocol::Tcp,
+                port,
+            },
+            ct: CtState::New,
+            hook: Hook::Forward,
+            mark: 0,
+        };
+        let (allowed, denied) = (trace(&rs, &packet(80)), trace(&rs, &packet(81)));
+        assert_eq!(allowed.outcome, Outcome::Accept, "{extra} policies");
+        assert_eq!(denied.outcome, Outcome::Drop, "{extra} policies");
+        (allowed.cost, denied.cost)
+    };
+    let one = cost(1);
+    for n in [10, 100] {
+        assert_eq!(cost(n), one, "{n} policies walk as 1 does");
     }
 }
 

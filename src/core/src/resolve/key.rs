@@ -145,14 +145,28 @@ impl NamedPortKey {
     }
 }
 
-/// The identity of a set of peer addresses: a rule's peers, or the peers
-/// whose named port resolves to one number.
+/// The identity of a set of peer addresses: a rule's peers, the peers
+/// whose named port resolves to one number, or the union of several of
+/// those that one pod's chain looks up at once.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetKey {
     /// A rule's peers.
     Peers(PeerKey),
     /// An egress named port's peers.
     NamedPort(NamedPortKey),
+    /// The union of these members (sorted, distinct, at least two).
+    Union(Vec<UnionMember>),
+}
+
+/// A member of a [`SetKey::Union`]: a peer set, and for an egress named
+/// port the number it resolved to (the same key stands for one set per
+/// number).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnionMember {
+    /// The member's key ([`SetKey::Peers`] or [`SetKey::NamedPort`]).
+    pub key: SetKey,
+    /// The named port's number.
+    pub port: Option<u16>,
 }
 
 impl SetKey {
@@ -161,6 +175,16 @@ impl SetKey {
         match self {
             SetKey::Peers(k) => k.canonical(),
             SetKey::NamedPort(k) => k.canonical(),
+            SetKey::Union(members) => {
+                let parts: Vec<String> = members
+                    .iter()
+                    .map(|m| match m.port {
+                        Some(port) => format!("{}#{port}", m.key.canonical()),
+                        None => m.key.canonical(),
+                    })
+                    .collect();
+                format!("union[{}]", parts.join(" + "))
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::model::net::{to_u128, AddrRange, Family, PortRange};
 use crate::model::{Direction, NamespacedName, Policy, Protocol, Snapshot};
 
 use index::Index;
-pub use key::{NamedPortKey, PeerKey, SetKey};
+pub use key::{NamedPortKey, PeerKey, SetKey, UnionMember};
 
 /// What the node's pods allow.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,23 +1,42 @@
 //! `build`: from a `Resolution` to the `Ruleset`, in a fixed order.
 //!
-//! Layout (DESIGN section 3): base chains whose first rules accept
+//! Layout (`docs/ruleset.md`): base chains whose first rules accept
 //! established traffic and neighbour discovery, then dispatch each packet by
-//! the local pod's address to that pod's chain; a pod chain jumps to every
-//! policy chain that selects the pod and ends in a counted drop; a policy
-//! chain accepts what its rules allow, with one set of peer addresses per
-//! rule and family.
+//! the local pod's address to that pod's chain. A pod chain holds every
+//! allow of the policies that select the pod, merged: the allows on every
+//! port in one lookup per family, then, per protocol, disjoint port ranges
+//! each with one lookup of the peers allowed there; it ends in a counted
+//! drop. A new flow thus does one address lookup for the rules on every
+//! port and at most one for its port, however many policies select the
+//! pod. The peers merged into one lookup are the union of the policy
+//! rules' peer sets, shared by every pod chain that merges the same ones;
+//! a peer set too large to copy ([`MERGE_LIMIT`]) keeps its own set and
+//! rule. Rule comments name the policy rules, set comments the peer
+//! definitions, elements their pods or blocks.
 
-use std::collections::HashSet;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{guard, names};
 use super::{
     AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, PortRange,
-    Rule, Ruleset, SetElement, Verdict, VerdictMap,
+    Protocol, Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
 use crate::model::{Direction, NamespacedName};
 use crate::resolve::{
-    NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, ResolvedRule, SetKey,
+    normalise, LocalPod, NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, SetKey,
+    UnionMember,
+};
+
+/// Peer sets with more addresses of one family than this are not copied
+/// into unions: each keeps its one shared set and gets its own rule in the
+/// pod chains that use it (a union of large namespace-wide sets per pod
+/// would cost more memory and build time than the lookup it saves).
+pub const MERGE_LIMIT: usize = 256;
+
+/// Every port of a protocol.
+const ALL_PORTS: PortRange = PortRange {
+    first: 0,
+    last: u16::MAX,
 };
 
 /// Priority of the egress base chains: before ingress, so that an egress
@@ -64,51 +83,43 @@ pub fn build_with_hash(resolution: &Resolution, opts: &Options, hash: fn(&str) -
         .push(base_chain(Hook::Forward, Direction::Ingress, opts));
     rs.chains
         .push(base_chain(Hook::Input, Direction::Egress, opts));
-    let mut b = Builder {
-        rs: Ruleset::default(),
-        ids: names::SetIds::with_hash(&set_keys(resolution), hash),
-        added: HashSet::new(),
-    };
-    // A policy chain without rules (a default deny) allows nothing: jumping
-    // into it would cost every new flow a jump and a return. The pod chain
-    // names such policies in its drop rule instead.
-    let mut empty: HashSet<(&NamespacedName, Direction)> = HashSet::new();
-    for policy in &resolution.policies {
-        if !policy_chain(&mut b, policy) {
-            empty.insert((&policy.key, policy.direction));
-        }
-    }
+    let by_key: HashMap<(&NamespacedName, Direction), &ResolvedPolicy> = resolution
+        .policies
+        .iter()
+        .map(|p| ((&p.key, p.direction), p))
+        .collect();
+    let mut plans = Vec::new();
     for pod in &resolution.pods {
         for dir in Direction::ALL {
-            let policies = pod.policies(dir);
-            if policies.is_empty() {
-                continue;
+            if !pod.policies(dir).is_empty() {
+                plans.push((pod, dir, plan_pod(pod, dir, &by_key)));
             }
-            let (deny_only, allowing): (Vec<_>, Vec<_>) =
-                policies.iter().partition(|p| empty.contains(&(*p, dir)));
-            let mut rules: Vec<Rule> = allowing
-                .iter()
-                .map(|p| {
-                    Rule::new(vec![], Verdict::Jump(names::policy_chain(dir, p)))
-                        .comment(p.to_string())
-                })
-                .collect();
-            rules.push(
-                Rule::new(vec![], Verdict::Drop)
-                    .counted()
-                    .comment(drop_comment(dir, &deny_only)),
-            );
-            rs.chains.push(Chain {
-                name: names::pod_chain(dir, &pod.key),
-                base: None,
-                comment: names::comment(&format!("{dir} of pod {}", pod.key)),
-                rules,
-            });
         }
     }
-    // Kernel order: base chains, pod chains, policy chains.
-    rs.chains.append(&mut b.rs.chains);
-    rs.sets.append(&mut b.rs.sets);
+    let keys: Vec<SetKey> = plans
+        .iter()
+        .flat_map(|(_, _, plan)| plan.rules.iter().filter_map(|r| r.lookup.key()))
+        .collect();
+    let mut b = Builder {
+        sets: Vec::new(),
+        ids: names::SetIds::with_hash(&keys, hash),
+        added: HashSet::new(),
+    };
+    for (pod, dir, plan) in plans {
+        let mut rules: Vec<Rule> = plan.rules.iter().map(|r| b.rule(dir, r)).collect();
+        rules.push(
+            Rule::new(vec![], Verdict::Drop)
+                .counted()
+                .comment(drop_comment(dir, &plan.deny_only)),
+        );
+        rs.chains.push(Chain {
+            name: names::pod_chain(dir, &pod.key),
+            base: None,
+            comment: names::comment(&format!("{dir} of pod {}", pod.key)),
+            rules,
+        });
+    }
+    rs.sets.append(&mut b.sets);
     rs
 }
 
@@ -208,193 +219,355 @@ fn base_chain(hook: Hook, dir: Direction, opts: &Options) -> Chain {
     }
 }
 
-/// Adds the chain of `policy`; whether it has any rule.
-fn policy_chain(b: &mut Builder, policy: &ResolvedPolicy) -> bool {
-    let dir = policy.direction;
+/// One allow of a pod chain before merging: who, on which ports, and the
+/// policy rule it comes from.
+struct Part<'r> {
+    /// `ns/policy ingress[0]` (with ` port <name>` for a named port).
+    label: String,
+    /// `None`: any address.
+    peers: Option<Member<'r>>,
+    /// `None`: every protocol and port (ICMP too).
+    ports: Option<(Protocol, PortRange)>,
+}
+
+/// A peer set as a lookup or a union member: the set, and for an egress
+/// named port the number it resolved to.
+#[derive(Clone, Copy)]
+struct Member<'r> {
+    set: &'r PeerSet,
+    port: Option<u16>,
+}
+
+impl Member<'_> {
+    fn union_member(&self) -> UnionMember {
+        UnionMember {
+            key: self.set.key.clone(),
+            port: self.port,
+        }
+    }
+
+    fn same(&self, other: &Member<'_>) -> bool {
+        self.port == other.port && self.set.key == other.set.key
+    }
+}
+
+/// How a planned rule matches the other end's address.
+enum Lookup<'r> {
+    /// Any address, either family.
+    Any,
+    /// One peer set of one family.
+    One(Member<'r>, Family),
+    /// The union of these peer sets (two or more) of one family.
+    Union(Vec<Member<'r>>, Family),
+}
+
+impl Lookup<'_> {
+    /// The key of the set the lookup reads.
+    fn key(&self) -> Option<SetKey> {
+        match self {
+            Lookup::Any => None,
+            Lookup::One(m, _) => Some(m.set.key.clone()),
+            Lookup::Union(ms, _) => Some(union_key(ms)),
+        }
+    }
+}
+
+fn union_key(members: &[Member<'_>]) -> SetKey {
+    SetKey::Union(members.iter().map(Member::union_member).collect())
+}
+
+/// One accept rule of a pod chain: ports, then the address lookup.
+struct Planned<'r> {
+    ports: Option<(Protocol, PortRange)>,
+    lookup: Lookup<'r>,
+    /// The policy rules merged into it, sorted.
+    labels: Vec<String>,
+}
+
+/// A pod chain in one direction, before set names are known.
+struct Plan<'r> {
+    rules: Vec<Planned<'r>>,
+    /// Policies selecting the pod that allow it nothing in the direction.
+    deny_only: Vec<&'r NamespacedName>,
+}
+
+/// The allows of `pod` in `dir`: every part of every policy selecting it,
+/// merged by port range.
+fn plan_pod<'r>(
+    pod: &LocalPod,
+    dir: Direction,
+    policies: &HashMap<(&NamespacedName, Direction), &'r ResolvedPolicy>,
+) -> Plan<'r> {
+    let mut all_ports: Vec<Part<'r>> = Vec::new();
+    let mut by_proto: BTreeMap<Protocol, Vec<Part<'r>>> = BTreeMap::new();
+    let mut deny_only = Vec::new();
+    for name in pod.policies(dir) {
+        let Some(policy) = policies.get(&(name, dir)) else {
+            continue;
+        };
+        let parts = policy_parts(pod, policy);
+        if parts.is_empty() {
+            deny_only.push(&policy.key);
+        }
+        for part in parts {
+            match part.ports {
+                None => all_ports.push(part),
+                Some((protocol, _)) => by_proto.entry(protocol).or_default().push(part),
+            }
+        }
+    }
     let mut rules = Vec::new();
-    for rule in &policy.rules {
-        rule_rules(b, policy, rule, &mut rules);
+    let all: Vec<&Part<'r>> = all_ports.iter().collect();
+    merge(&all, None, &mut rules);
+    for (protocol, parts) in &by_proto {
+        for (range, covering) in segments(parts) {
+            merge(&covering, Some((*protocol, range)), &mut rules);
+        }
     }
-    // The comment depends on the policy's identity only: a chain's comment
-    // cannot change in place, so rule-dependent text would turn every edit
-    // of the policy into a full replace.
-    let comment = format!("{} {dir} rules (empty: allows nothing)", policy.key);
-    let allows = !rules.is_empty();
-    b.rs.chains.push(Chain {
-        name: names::policy_chain(dir, &policy.key),
-        base: None,
-        comment: names::comment(&comment),
-        rules,
-    });
-    allows
+    Plan { rules, deny_only }
 }
 
-/// The nft rules of one policy rule: (peer match per family) × (port match).
-fn rule_rules(b: &mut Builder, policy: &ResolvedPolicy, rule: &ResolvedRule, out: &mut Vec<Rule>) {
+/// The parts of `policy` for `pod`: one per rule and port entry whose
+/// peers hold any address (named ports of the pod's own containers only).
+fn policy_parts<'r>(pod: &LocalPod, policy: &'r ResolvedPolicy) -> Vec<Part<'r>> {
     let dir = policy.direction;
-    let field = match dir {
-        Direction::Ingress => AddrField::Source,
-        Direction::Egress => AddrField::Destination,
-    };
-    let label = format!("{} {dir}[{}]", policy.key, rule.index);
-    // `None`: any address of any family; `Some((family, match))` otherwise.
-    let peer_matches: Vec<Option<(Family, Match)>> = match &rule.peers {
-        Peers::Any => vec![None],
-        Peers::Addrs(peers) => Family::ALL
-            .into_iter()
-            .filter(|f| !peers.addrs.family(*f).is_empty())
-            .map(|family| {
-                let set = names::peer_set(&b.ids.id(&peers.key), family);
-                Some((family, Match::AddrInSet { family, field, set }))
-            })
-            .collect(),
-    };
-    // A peer set joins the table with the first rule that looks it up (a
-    // rule whose ports all resolved elsewhere or to nothing adds none).
-    let with_peer = |b: &mut Builder, pm: &Option<(Family, Match)>| -> Vec<Match> {
-        if let (Some((family, Match::AddrInSet { set, .. })), Peers::Addrs(peers)) =
-            (pm, &rule.peers)
-        {
-            b.add_set(set, *family, peers);
-        }
-        pm.iter().map(|(_, m)| m.clone()).collect()
-    };
-    let accept =
-        |matches: Vec<Match>, comment: String| Rule::new(matches, Verdict::Accept).comment(comment);
-    match &rule.ports {
-        Ports::Any => {
-            for pm in &peer_matches {
-                out.push(accept(with_peer(b, pm), label.clone()));
-            }
-        }
-        Ports::Listed { numeric, named } => {
-            for pm in &peer_matches {
+    let mut parts = Vec::new();
+    for rule in &policy.rules {
+        let label = format!("{} {dir}[{}]", policy.key, rule.index);
+        let peers = match &rule.peers {
+            Peers::Any => None,
+            Peers::Addrs(set) if set.addrs.v4.is_empty() && set.addrs.v6.is_empty() => continue,
+            Peers::Addrs(set) => Some(Member { set, port: None }),
+        };
+        let part = |label: String, peers: Option<Member<'r>>, ports| Part {
+            label,
+            peers,
+            ports,
+        };
+        match &rule.ports {
+            Ports::Any => parts.push(part(label, peers, None)),
+            Ports::Listed { numeric, named } => {
                 for (protocol, range) in numeric {
-                    // The protocol and port first: a packet for another
-                    // port fails on a compare and skips the set lookup.
-                    let mut matches = vec![match range {
-                        None => Match::L4Proto(*protocol),
-                        Some(ports) => Match::DestPort {
-                            protocol: *protocol,
-                            ports: *ports,
-                        },
-                    }];
-                    matches.extend(with_peer(b, pm));
-                    out.push(accept(matches, label.clone()));
+                    let ports = Some((*protocol, range.unwrap_or(ALL_PORTS)));
+                    parts.push(part(label.clone(), peers, ports));
                 }
-            }
-            for np in named {
-                match np {
-                    NamedPort::Local {
-                        pod,
-                        addrs,
-                        protocol,
-                        port,
-                        name,
-                    } => {
-                        for pm in &peer_matches {
-                            let same_family =
-                                |a: &&IpAddr| pm.as_ref().is_none_or(|(f, _)| *f == Family::of(a));
-                            for addr in addrs.iter().filter(same_family) {
-                                let mut matches = vec![
-                                    Match::DestPort {
-                                        protocol: *protocol,
-                                        ports: PortRange::single(*port),
-                                    },
-                                    Match::AddrIs {
-                                        field: AddrField::Destination,
-                                        addr: *addr,
-                                    },
-                                ];
-                                matches.extend(with_peer(b, pm));
-                                out.push(accept(matches, format!("{label} port {name} of {pod}")));
-                            }
-                        }
-                    }
-                    NamedPort::Peers {
-                        protocol,
-                        port,
-                        name,
-                        set: peers,
-                    } => {
-                        for family in Family::ALL
-                            .into_iter()
-                            .filter(|f| !peers.addrs.family(*f).is_empty())
-                        {
-                            let id = b.ids.id(&peers.key);
-                            let set = names::named_port_set(&id, *protocol, *port, family);
-                            b.add_set(&set, family, peers);
-                            let matches = vec![
-                                Match::DestPort {
-                                    protocol: *protocol,
-                                    ports: PortRange::single(*port),
-                                },
-                                Match::AddrInSet {
-                                    family,
-                                    field: AddrField::Destination,
-                                    set,
-                                },
-                            ];
-                            out.push(accept(matches, format!("{label} port {name}")));
-                        }
+                for np in named {
+                    match np {
+                        NamedPort::Local {
+                            pod: owner,
+                            protocol,
+                            port,
+                            name,
+                            ..
+                        } if *owner == pod.key => parts.push(part(
+                            format!("{label} port {name}"),
+                            peers,
+                            Some((*protocol, PortRange::single(*port))),
+                        )),
+                        NamedPort::Local { .. } => {}
+                        NamedPort::Peers {
+                            protocol,
+                            port,
+                            name,
+                            set,
+                        } => parts.push(part(
+                            format!("{label} port {name}"),
+                            Some(Member {
+                                set,
+                                port: Some(*port),
+                            }),
+                            Some((*protocol, PortRange::single(*port))),
+                        )),
                     }
                 }
             }
         }
     }
+    parts
 }
 
-/// Every set key the resolution's rules use, for [`names::SetIds`].
-fn set_keys(resolution: &Resolution) -> Vec<SetKey> {
-    let mut keys = Vec::new();
-    for rule in resolution.policies.iter().flat_map(|p| &p.rules) {
-        if let Peers::Addrs(set) = &rule.peers {
-            keys.push(set.key.clone());
+/// The port axis of one protocol cut into disjoint ranges, each with the
+/// parts that cover all of it; neighbours covered by the same parts are
+/// joined. Ranges no part covers are left out.
+fn segments<'p, 'r>(parts: &'p [Part<'r>]) -> Vec<(PortRange, Vec<&'p Part<'r>>)> {
+    let range = |p: &Part<'_>| p.ports.map_or(ALL_PORTS, |(_, r)| r);
+    let mut cuts: Vec<u32> = parts
+        .iter()
+        .flat_map(|p| {
+            let r = range(p);
+            [u32::from(r.first), u32::from(r.last) + 1]
+        })
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out: Vec<(PortRange, Vec<usize>)> = Vec::new();
+    for w in cuts.windows(2) {
+        let (first, last) = (w[0], w[1] - 1);
+        let covering: Vec<usize> = (0..parts.len())
+            .filter(|&i| {
+                let r = range(&parts[i]);
+                u32::from(r.first) <= first && last <= u32::from(r.last)
+            })
+            .collect();
+        if covering.is_empty() {
+            continue;
         }
-        if let Ports::Listed { named, .. } = &rule.ports {
-            for np in named {
-                if let NamedPort::Peers { set, .. } = np {
-                    keys.push(set.key.clone());
-                }
+        // Ports fit in u16: every cut but the last is a port.
+        let (first, last) = (first as u16, last as u16);
+        match out.last_mut() {
+            Some((prev, idx))
+                if u32::from(prev.last) + 1 == u32::from(first) && *idx == covering =>
+            {
+                prev.last = last;
             }
+            _ => out.push((PortRange { first, last }, covering)),
         }
     }
-    keys.sort();
-    keys.dedup();
-    keys
+    out.into_iter()
+        .map(|(r, idx)| (r, idx.into_iter().map(|i| &parts[i]).collect()))
+        .collect()
 }
 
-/// The ruleset being built, the set ids, and the sets already in it.
+/// The rules for `parts`, all on `ports`: one accept without lookup if any
+/// of them allows every address; else per family one lookup of the union
+/// of the small peer sets and one of each large one.
+fn merge<'r>(
+    parts: &[&Part<'r>],
+    ports: Option<(Protocol, PortRange)>,
+    out: &mut Vec<Planned<'r>>,
+) {
+    if parts.is_empty() {
+        return;
+    }
+    let labels = |ps: &mut dyn Iterator<Item = &Part<'r>>| {
+        let mut l: Vec<String> = ps.map(|p| p.label.clone()).collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    if parts.iter().any(|p| p.peers.is_none()) {
+        out.push(Planned {
+            ports,
+            lookup: Lookup::Any,
+            labels: labels(&mut parts.iter().copied().filter(|p| p.peers.is_none())),
+        });
+        return;
+    }
+    for family in Family::ALL {
+        // (member, labels of the parts that use it), members distinct.
+        let mut members: Vec<(Member<'r>, Vec<&Part<'r>>)> = Vec::new();
+        for part in parts {
+            let Some(m) = part.peers else { continue };
+            if m.set.addrs.family(family).is_empty() {
+                continue;
+            }
+            match members.iter_mut().find(|(x, _)| x.same(&m)) {
+                Some((_, users)) => users.push(part),
+                None => members.push((m, vec![part])),
+            }
+        }
+        let (small, large): (Vec<_>, Vec<_>) = members
+            .into_iter()
+            .partition(|(m, _)| m.set.addrs.family(family).len() <= MERGE_LIMIT);
+        if !small.is_empty() {
+            let mut ms: Vec<Member<'r>> = small.iter().map(|(m, _)| *m).collect();
+            ms.sort_by(|a, b| (&a.set.key, a.port).cmp(&(&b.set.key, b.port)));
+            let lookup = match ms.as_slice() {
+                [one] => Lookup::One(*one, family),
+                _ => Lookup::Union(ms, family),
+            };
+            out.push(Planned {
+                ports,
+                lookup,
+                labels: labels(&mut small.iter().flat_map(|(_, u)| u.iter().copied())),
+            });
+        }
+        for (m, users) in large {
+            out.push(Planned {
+                ports,
+                lookup: Lookup::One(m, family),
+                labels: labels(&mut users.into_iter()),
+            });
+        }
+    }
+}
+
+/// The sets made so far, the set ids, and the names already in the table.
 struct Builder {
-    rs: Ruleset,
+    sets: Vec<AddrSet>,
     ids: names::SetIds,
-    /// (set name, family): a set joins the table once, whichever rules use it.
+    /// A set joins the table once, whichever pod chains look it up.
     added: HashSet<String>,
 }
 
 impl Builder {
-    /// Adds the set `name` of `peers` for `family` unless a rule already did
-    /// (sets are shared by every rule with the same peers; names are
-    /// distinct for distinct keys, see `names::SetIds`).
-    fn add_set(&mut self, name: &str, family: Family, peers: &PeerSet) {
-        if !self.added.insert(name.to_owned()) {
-            return;
+    /// The rule of `planned` in a pod chain of `dir`; adds its set.
+    fn rule(&mut self, dir: Direction, planned: &Planned<'_>) -> Rule {
+        let field = match dir {
+            Direction::Ingress => AddrField::Source,
+            Direction::Egress => AddrField::Destination,
+        };
+        let mut matches = Vec::new();
+        // The protocol and port first: a packet for another port fails on
+        // a compare and skips the set lookup.
+        match planned.ports {
+            None => {}
+            Some((protocol, ALL_PORTS)) => matches.push(Match::L4Proto(protocol)),
+            Some((protocol, ports)) => matches.push(Match::DestPort { protocol, ports }),
         }
-        let elements: Vec<SetElement> = peers
-            .addrs
-            .family(family)
-            .iter()
-            .map(|a| SetElement {
-                range: a.range,
-                comment: Some(names::element_comment(&a.origins)),
-            })
-            .collect();
-        self.rs.sets.push(AddrSet {
-            name: name.to_owned(),
-            family,
-            interval: elements.iter().any(|e| e.range.is_range()),
-            comment: names::describe_set(&peers.key),
-            elements,
-        });
+        if let Some((set, family)) = self.set(&planned.lookup) {
+            matches.push(Match::AddrInSet { family, field, set });
+        }
+        Rule::new(matches, Verdict::Accept).comment(names::label_list(&planned.labels))
+    }
+
+    /// The name of the set `lookup` reads, added to the table on first use.
+    fn set(&mut self, lookup: &Lookup<'_>) -> Option<(String, Family)> {
+        let (key, family) = match lookup {
+            Lookup::Any => return None,
+            Lookup::One(m, f) => (m.set.key.clone(), *f),
+            Lookup::Union(ms, f) => (union_key(ms), *f),
+        };
+        let id = self.ids.id(&key);
+        let name = match lookup {
+            Lookup::One(
+                Member {
+                    set,
+                    port: Some(port),
+                },
+                _,
+            ) => match &set.key {
+                SetKey::NamedPort(k) => names::named_port_set(&id, k.protocol, *port, family),
+                _ => names::peer_set(&id, family),
+            },
+            Lookup::One(..) => names::peer_set(&id, family),
+            Lookup::Union(..) | Lookup::Any => names::union_set(&id, family),
+        };
+        if self.added.insert(name.clone()) {
+            let addrs = match lookup {
+                Lookup::One(m, _) => m.set.addrs.family(family).to_vec(),
+                Lookup::Union(ms, _) => normalise(
+                    ms.iter()
+                        .flat_map(|m| m.set.addrs.family(family).iter().cloned())
+                        .collect(),
+                ),
+                Lookup::Any => Vec::new(),
+            };
+            let elements: Vec<SetElement> = addrs
+                .iter()
+                .map(|a| SetElement {
+                    range: a.range,
+                    comment: Some(names::element_comment(&a.origins)),
+                })
+                .collect();
+            self.sets.push(AddrSet {
+                name: name.clone(),
+                family,
+                interval: elements.iter().any(|e| e.range.is_range()),
+                comment: names::describe_set(&key),
+                elements,
+            });
+        }
+        Some((name, family))
     }
 }

@@ -7,14 +7,16 @@
 //!   the limit the twin drops and logs; over it, it does not match and the
 //!   plain counted drop does the same thing silently. The verdict is the
 //!   same either way, and the two counters together count every drop.
-//! - With allow logging, each `accept` rule of a policy chain gets such a
+//! - With allow logging, each `accept` rule of a pod chain gets such a
 //!   twin in front of it (`… limit rate R log prefix "knp:<id>:allow" group
-//!   G accept`), so an allowed new flow is logged at most at the rate.
+//!   G accept`), so an allowed new flow is logged at most at the rate per
+//!   rule. One accept rule may merge several policies' allows: the agent
+//!   names the policies that allowed a logged flow with `explain`.
 //! - The id is 8 base-32 characters of a hash of the chain's name (the
-//!   direction and `ns/pod`, or `ns/policy`): stable across syncs and
-//!   restarts, short enough for the 127-byte prefix. The [`LogMap`] made by
-//!   the same call names each id's pod or policy, the direction and the
-//!   policies that isolate the pod (a drop has no single policy to blame).
+//!   direction and `ns/pod`): stable across syncs and restarts, short
+//!   enough for the 127-byte prefix. The [`LogMap`] made by the same call
+//!   names each id's pod, the direction and the policies that isolate the
+//!   pod (a drop has no single policy to blame).
 //!
 //! [`build_logged`] without any logging is exactly [`build`]: the ruleset
 //! of a build without logging is not touched here. Pure, like `build`.
@@ -37,7 +39,7 @@ pub const DEFAULT_GROUP: u16 = 9841;
 pub enum LogVerdict {
     /// A pod chain's drop.
     Drop,
-    /// A policy chain's accept.
+    /// A pod chain's accept.
     Allow,
 }
 
@@ -58,7 +60,7 @@ pub struct LogOptions {
     pub group: u16,
     /// Log drops of each pod chain at most at this rate (`None`: off).
     pub drops: Option<Limit>,
-    /// Log accepts of each policy rule at most at this rate (`None`: off).
+    /// Log accepts of each pod chain rule at most at this rate (`None`: off).
     pub allows: Option<Limit>,
 }
 
@@ -79,17 +81,12 @@ impl LogOptions {
 /// Who a log id stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogSubject {
-    /// The chain of a local pod: its drops.
+    /// The chain of a local pod: its drops and accepts.
     Pod {
         /// `ns/pod`.
         pod: NamespacedName,
         /// Every policy that isolates the pod in the direction, sorted.
         isolating: Vec<NamespacedName>,
-    },
-    /// The chain of a policy: its accepts (the pod is the packet's local end).
-    Policy {
-        /// `ns/policy`.
-        policy: NamespacedName,
     },
 }
 
@@ -98,14 +95,14 @@ pub enum LogSubject {
 pub struct LogEntry {
     /// The direction of the chain.
     pub direction: Direction,
-    /// The pod or policy.
+    /// The pod.
     pub subject: LogSubject,
     /// The chain's name.
     pub chain: String,
 }
 
-/// Log id → what it stands for; one per pod chain and policy chain of a
-/// build, whether or not its rules log.
+/// Log id → what it stands for; one per pod chain of a build, whether or
+/// not its rules log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogMap {
     entries: BTreeMap<String, LogEntry>,
@@ -170,8 +167,7 @@ pub fn add_logging(rs: &mut Ruleset, resolution: &Resolution, opts: &LogOptions)
     map
 }
 
-/// The log ids of every pod chain and policy chain `build` makes for
-/// `resolution`.
+/// The log ids of every pod chain `build` makes for `resolution`.
 pub fn log_map(resolution: &Resolution) -> LogMap {
     let mut entries = Vec::new();
     for pod in &resolution.pods {
@@ -191,15 +187,6 @@ pub fn log_map(resolution: &Resolution) -> LogMap {
                 },
             });
         }
-    }
-    for policy in &resolution.policies {
-        entries.push(LogEntry {
-            direction: policy.direction,
-            chain: names::policy_chain(policy.direction, &policy.key),
-            subject: LogSubject::Policy {
-                policy: policy.key.clone(),
-            },
-        });
     }
     entries.sort_by(|a, b| a.chain.cmp(&b.chain));
     entries.dedup_by(|a, b| a.chain == b.chain);
@@ -242,27 +229,23 @@ fn add_rules(rs: &mut Ruleset, map: &LogMap, opts: &LogOptions) {
             continue;
         };
         let rules = &rs.chains[i].rules;
-        let (verdict, limit) = match entry.subject {
-            LogSubject::Pod { .. } => (LogVerdict::Drop, opts.drops),
-            LogSubject::Policy { .. } => (LogVerdict::Allow, opts.allows),
-        };
-        let Some(limit) = limit else { continue };
-        let log = Log {
+        let log = |verdict| Log {
             prefix: prefix(id, verdict),
             group: opts.group,
         };
-        // Pod chains: only the final drop (or reject); policy chains: every accept.
+        // The final drop (or reject), and with allow logging every accept.
         let last = rules.len().saturating_sub(1);
         let mut out = Vec::with_capacity(rules.len() * 2);
         for (k, rule) in rules.iter().enumerate() {
-            let logs = match verdict {
-                LogVerdict::Drop => {
-                    k == last && matches!(rule.verdict, Verdict::Drop | Verdict::Reject(_))
+            let twin = match rule.verdict {
+                Verdict::Drop | Verdict::Reject(_) if k == last => {
+                    opts.drops.map(|l| (l, LogVerdict::Drop))
                 }
-                LogVerdict::Allow => rule.verdict == Verdict::Accept,
+                Verdict::Accept => opts.allows.map(|l| (l, LogVerdict::Allow)),
+                _ => None,
             };
-            if logs {
-                out.push(rule.clone().limited(limit).logged(log.clone()));
+            if let Some((limit, verdict)) = twin {
+                out.push(rule.clone().limited(limit).logged(log(verdict)));
             }
             out.push(rule.clone());
         }

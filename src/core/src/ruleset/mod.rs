@@ -293,7 +293,7 @@ pub struct Ruleset {
     pub maps: Vec<VerdictMap>,
     /// Peer sets.
     pub sets: Vec<AddrSet>,
-    /// Base chains, then per-pod chains, then per-policy chains.
+    /// Base chains, then per-pod chains.
     pub chains: Vec<Chain>,
 }
 

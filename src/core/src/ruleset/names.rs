@@ -33,11 +33,6 @@ pub fn pod_chain(dir: Direction, pod: &NamespacedName) -> String {
     limit(&format!("pod-{}-{}", dir.as_str(), pod))
 }
 
-/// `policy-ingress-<ns>/<policy>`.
-pub fn policy_chain(dir: Direction, policy: &NamespacedName) -> String {
-    limit(&format!("policy-{}-{}", dir.as_str(), policy))
-}
-
 /// `peers-<id>-v4`: the addresses of one peer definition, shared by every
 /// rule with the same peers (`id` comes from [`SetIds`]; the set's comment
 /// spells the definition out, each rule's comment names its policy rule).
@@ -149,7 +144,42 @@ pub fn describe_set(key: &SetKey) -> String {
             };
             comment(&format!("port {} of {peers}", k.name))
         }
+        SetKey::Union(members) => {
+            let parts: Vec<String> = members.iter().map(|m| describe_set(&m.key)).collect();
+            comment(&format!("union of {}: {}", parts.len(), parts.join("; ")))
+        }
     }
+}
+
+/// `allow-<id>-v4`: the union of the peer sets one pod chain looks up in
+/// one rule (the rule's comment names the policy rules, the set's comment
+/// the peer definitions, each element its pods or blocks).
+pub fn union_set(id: &str, family: Family) -> String {
+    limit(&format!("allow-{id}-{}", family.suffix()))
+}
+
+/// Joins `labels` with `, ` into a comment; when they do not fit, as many
+/// as fit and `+N more` (`explain` names them all).
+pub fn label_list(labels: &[String]) -> String {
+    let mut out = String::new();
+    for (i, label) in labels.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let rest = labels.len() - i - 1;
+        // Room for the tail is kept at every step, so when a label does not
+        // fit, `out` and its tail always do.
+        let tail = if rest == 0 {
+            0
+        } else {
+            format!(" +{rest} more").len()
+        };
+        if out.len() + sep.len() + label.len() + tail > MAX_COMMENT {
+            let more = format!("{out} +{} more", labels.len() - i);
+            return comment(more.trim_start());
+        }
+        out.push_str(sep);
+        out.push_str(label);
+    }
+    comment(&out)
 }
 
 /// An ipBlock in words: `ipBlock 10.0.0.0/8 except 10.1.0.0/16 10.2.0.0/16`.
@@ -261,9 +291,14 @@ mod tests {
                 "pod-ingress-shop/web-5c7d9",
             ),
             (
-                "policy chain, digit namespace",
-                policy_chain(Direction::Egress, &pol),
-                "policy-egress-0day/allow.front",
+                "pod chain, digit namespace",
+                pod_chain(Direction::Egress, &pol),
+                "pod-egress-0day/allow.front",
+            ),
+            (
+                "union set",
+                union_set("k2mq7a4d", Family::V4),
+                "allow-k2mq7a4d-v4",
             ),
             (
                 "peer set",
@@ -358,5 +393,26 @@ mod tests {
             c.len()
         );
         assert_eq!(comment("say \"hi\""), "say 'hi'");
+    }
+
+    #[test]
+    fn label_lists_fit_a_comment_and_count_what_they_leave_out() {
+        let labels = |n: usize| -> Vec<String> {
+            (0..n)
+                .map(|i| format!("shop/policy-{i:03} ingress[0]"))
+                .collect()
+        };
+        assert_eq!(label_list(&labels(1)), "shop/policy-000 ingress[0]");
+        assert_eq!(
+            label_list(&labels(2)),
+            "shop/policy-000 ingress[0], shop/policy-001 ingress[0]"
+        );
+        for n in [5, 6, 100, 1000] {
+            let text = label_list(&labels(n));
+            assert!(text.len() <= MAX_COMMENT, "{n}: {text}");
+            let (shown, more) = text.rsplit_once(" +").expect("a tail");
+            let shown = shown.split(", ").count();
+            assert_eq!(more, format!("{} more", n - shown), "{n}: {text}");
+        }
     }
 }
