@@ -39,15 +39,7 @@ pub struct Gate {
     pub node_addrs: Vec<IpAddr>,
 }
 
-/// `local-pod-cidrs-v4`: the node's pod CIDRs of a family.
-pub fn cidr_set(family: Family) -> String {
-    format!("local-pod-cidrs-{}", family.suffix())
-}
-
-/// `local-pods-v4`: the addresses of the pod CIDRs that are known.
-pub fn known_set(family: Family) -> String {
-    format!("local-pods-{}", family.suffix())
-}
+pub use super::names::{gate_cidr_set as cidr_set, gate_known_set as known_set};
 
 /// The families the gate guards (those with a pod CIDR).
 fn families(gate: &Gate) -> Vec<Family> {

@@ -33,6 +33,16 @@ pub fn pod_chain(dir: Direction, pod: &NamespacedName) -> String {
     limit(&format!("pod-{}-{}", dir.as_str(), pod))
 }
 
+/// `local-pod-cidrs-v4`: the node's pod CIDRs of a family (the gate).
+pub fn gate_cidr_set(family: Family) -> String {
+    format!("local-pod-cidrs-{}", family.suffix())
+}
+
+/// `local-pods-v4`: the addresses of the pod CIDRs that are known (the gate).
+pub fn gate_known_set(family: Family) -> String {
+    format!("local-pods-{}", family.suffix())
+}
+
 /// `peers-<id>-v4`: the addresses of one peer definition, shared by every
 /// rule with the same peers (`id` comes from [`SetIds`]; the set's comment
 /// spells the definition out, each rule's comment names its policy rule).
