@@ -12,7 +12,8 @@
 //! (a) no ruleset; (a-ct) only `ct state established,related accept`;
 //! (b) kube-nftpolicy, 10k pods / 1k policies, both probe pods isolated and
 //! allowed; (c) kube-router style (iptables-legacy + ipset: conntrack accept
-//! first, linear dispatch by pod IP into per-pod chains, set matches) for the
+//! first, linear dispatch by pod IP into per-pod chains, set matches;
+//! `datapath_bench/kube_router.rs`, shared with `sync_compare.rs`) for the
 //! same resolution; (d) kube-nftpolicy, 1k pods / 100 policies. Then a sweep
 //! of 1, 10, 100 policies selecting the destination before the one that
 //! allows it. Prints medians, min–max and per-round ratios against (a).
@@ -20,6 +21,8 @@
 //! `DATAPATH_ONLY=logging` runs that section alone.
 #![allow(missing_docs)]
 
+#[path = "datapath_bench/kube_router.rs"]
+mod kube_router;
 #[path = "datapath_bench/logging.rs"]
 mod logging;
 
@@ -31,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nftpolicy_core::model::{Protocol, Selector, Snapshot};
-use nftpolicy_core::resolve::{resolve, Peers, Ports, Resolution};
+use nftpolicy_core::resolve::{resolve, Resolution};
 use nftpolicy_core::ruleset::build::build;
 use nftpolicy_core::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
 use nftpolicy_core::ruleset::Hook;
@@ -39,6 +42,8 @@ use nftpolicy_lab::{netns, Lab, Stack};
 use nftpolicy_nft::{Dataplane, NetlinkDataplane};
 use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
 use nftpolicy_testkit::*;
+
+use kube_router::kube_router;
 
 const ECHO: u16 = 80;
 const SINK: u16 = 5001;
@@ -288,113 +293,12 @@ impl Config {
             }
             Config::KubeRouter(r) => {
                 let (sets, rules) = kube_router(r);
-                run_stdin(node, "ipset", &["restore"], &sets)?;
+                run_stdin(node, "ipset", &["restore", "-exist"], &sets)?;
                 run_stdin(node, "iptables-legacy-restore", &[], &rules)?;
             }
         }
         Ok(())
     }
-}
-
-/// ipset and iptables-restore input in the style of kube-router: conntrack
-/// accept first, a linear list of `-d pod -j pod-chain` / `-s pod -j ...`,
-/// per-pod chains jumping to per-policy chains, set matches per rule.
-fn kube_router(r: &Resolution) -> (String, String) {
-    let (mut sets, mut chains, mut rules) = (String::new(), String::new(), String::new());
-    rules.push_str("-A FORWARD -j KUBE-ROUTER-FORWARD\n-A KUBE-ROUTER-FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n");
-    chains.push_str(":KUBE-ROUTER-FORWARD - [0:0]\n");
-    let policy_index = |key: &nftpolicy_core::model::NamespacedName, dir| {
-        r.policies
-            .iter()
-            .position(|p| &p.key == key && p.direction == dir)
-            .expect("resolved policy")
-    };
-    for (i, p) in r.policies.iter().enumerate() {
-        chains.push_str(&format!(":KRN-{i} - [0:0]\n"));
-        let field = if p.direction == nftpolicy_core::model::Direction::Ingress {
-            "src"
-        } else {
-            "dst"
-        };
-        for rule in &p.rules {
-            let set_match = match &rule.peers {
-                Peers::Any => String::new(),
-                Peers::Addrs(peers) => {
-                    let name = format!("KR{i}-{}", rule.index);
-                    sets.push_str(&format!("create {name} hash:net family inet\n"));
-                    for e in &peers.addrs.v4 {
-                        for net in cidrs(e.range.first, e.range.last) {
-                            sets.push_str(&format!("add {name} {net}\n"));
-                        }
-                    }
-                    format!("-m set --match-set {name} {field} ")
-                }
-            };
-            let ports: Vec<String> = match &rule.ports {
-                Ports::Any => vec![String::new()],
-                Ports::Listed { numeric, .. } => numeric
-                    .iter()
-                    .map(|(proto, range)| match range {
-                        None => format!("-p {proto} "),
-                        Some(r) => format!("-p {proto} --dport {}:{} ", r.first, r.last),
-                    })
-                    .collect(),
-            };
-            for port in ports {
-                rules.push_str(&format!("-A KRN-{i} {port}{set_match}-j ACCEPT\n"));
-            }
-        }
-    }
-    for (i, pod) in r.pods.iter().enumerate() {
-        for (dir, flag, policies) in [("I", "-d", &pod.ingress), ("E", "-s", &pod.egress)] {
-            if policies.is_empty() {
-                continue;
-            }
-            let chain = format!("KRP{dir}-{i}");
-            chains.push_str(&format!(":{chain} - [0:0]\n"));
-            for ip in pod.ips.iter().filter(|ip| ip.is_ipv4()) {
-                rules.push_str(&format!(
-                    "-A KUBE-ROUTER-FORWARD {flag} {ip}/32 -j {chain}\n"
-                ));
-            }
-            for key in policies {
-                let d = if dir == "I" {
-                    nftpolicy_core::model::Direction::Ingress
-                } else {
-                    nftpolicy_core::model::Direction::Egress
-                };
-                rules.push_str(&format!("-A {chain} -j KRN-{}\n", policy_index(key, d)));
-            }
-            rules.push_str(&format!("-A {chain} -j DROP\n"));
-        }
-    }
-    (sets, format!("*filter\n{chains}{rules}COMMIT\n"))
-}
-
-/// The CIDR blocks covering `first..=last` (IPv4).
-fn cidrs(first: IpAddr, last: IpAddr) -> Vec<String> {
-    let (IpAddr::V4(a), IpAddr::V4(b)) = (first, last) else {
-        return vec![];
-    };
-    let (mut lo, hi) = (u64::from(u32::from(a)), u64::from(u32::from(b)));
-    let mut out = vec![];
-    while lo <= hi {
-        let mut size = if lo == 0 {
-            1u64 << 32
-        } else {
-            lo & lo.wrapping_neg()
-        };
-        while lo + size - 1 > hi {
-            size /= 2;
-        }
-        out.push(format!(
-            "{}/{}",
-            std::net::Ipv4Addr::from(lo as u32),
-            32 - size.trailing_zeros()
-        ));
-        lo += size;
-    }
-    out
 }
 
 fn run(ns: &str, prog: &str, args: &[&str]) -> Res<String> {
