@@ -7,7 +7,10 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftpolicy_core::model::{Protocol, Selector, Snapshot};
 use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::{build::build, render::render};
+use nftpolicy_core::ruleset::build::{build, build_with_merge_limit, Options, MERGE_LIMIT};
+use nftpolicy_core::ruleset::render::render;
+use nftpolicy_core::ruleset::trace::{trace, CtState, Packet, L4};
+use nftpolicy_core::ruleset::Hook;
 use nftpolicy_nft::{Dataplane, FakeDataplane};
 use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
 use nftpolicy_testkit::{pod, PodExt, PolicyExt, RuleExt};
@@ -107,6 +110,83 @@ fn one_change(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the merge limit trades at 10k pods / 1k policies: peer sets up to
+/// the limit are copied into one union per pod chain (fewer lookups per new
+/// flow), larger ones keep their own set and rule (fewer elements, less
+/// build time). Prints the table, then times the build per limit.
+fn merge_limit(c: &mut Criterion) {
+    let s = cluster(Spec {
+        pods: 10_000,
+        policies: 1_000,
+        local_pods: 110,
+    });
+    let r = resolve(&s, LOCAL_NODE);
+    // New TCP flows to port 8080 of every local pod from 40 remote pods.
+    let local: Vec<_> = r.pods.iter().flat_map(|p| p.ips.clone()).collect();
+    let remote: Vec<_> = s
+        .pods
+        .values()
+        .filter(|p| p.node.as_deref() != Some(LOCAL_NODE))
+        .step_by(97)
+        .take(40)
+        .flat_map(|p| p.ips.clone())
+        .collect();
+    let limits = [0, 64, MERGE_LIMIT, 1_024, 4_096, usize::MAX];
+    eprintln!(
+        "merge limit | sets | set elements | rules | lookups per new flow (mean over {} flows)",
+        local.len() * remote.len()
+    );
+    for limit in limits {
+        let rs = build_with_merge_limit(&r, &Options::default(), limit);
+        let (mut lookups, mut flows) = (0usize, 0usize);
+        for dst in &local {
+            for src in remote.iter().filter(|a| a.is_ipv4() == dst.is_ipv4()) {
+                let t = trace(
+                    &rs,
+                    &Packet {
+                        src: *src,
+                        dst: *dst,
+                        l4: L4::Port {
+                            protocol: Protocol::Tcp,
+                            port: 8080,
+                        },
+                        ct: CtState::New,
+                        hook: Hook::Forward,
+                        mark: 0,
+                    },
+                );
+                lookups += t.cost.lookups;
+                flows += 1;
+            }
+        }
+        let shown = if limit == usize::MAX {
+            "none".to_owned()
+        } else {
+            limit.to_string()
+        };
+        eprintln!(
+            "{shown:>11} | {:>4} | {:>12} | {:>5} | {:.2}",
+            rs.sets.len(),
+            rs.element_count(),
+            rs.rule_count(),
+            lookups as f64 / flows.max(1) as f64
+        );
+    }
+    let mut group = c.benchmark_group("merge-limit");
+    group.sample_size(10);
+    for limit in limits {
+        let id = if limit == usize::MAX {
+            "none".to_owned()
+        } else {
+            limit.to_string()
+        };
+        group.bench_with_input(BenchmarkId::new("build 10k/1k", id), &r, |b, r| {
+            b.iter(|| build_with_merge_limit(r, &Options::default(), limit))
+        });
+    }
+    group.finish();
+}
+
 /// VmHWM of this process, KiB (0 if unknown).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -119,5 +199,5 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-criterion_group!(benches, one_change, bench);
+criterion_group!(benches, one_change, bench, merge_limit);
 criterion_main!(benches);

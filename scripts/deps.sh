@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing kube-nftpolicy needs on Debian
 # bookworm, when it is missing: the Debian packages (nftables, iproute2,
-# libnftnl-dev, libmnl-dev, pkg-config, kmod, conntrack), rustfmt and
+# libnftnl-dev, libmnl-dev, pkg-config, kmod, conntrack; iptables and
+# ipset for the kube-router-style side of the benchmarks), rustfmt and
 # clippy, and the br_netfilter module where the kernel has it as a module.
 # Needs root for apt-get; does nothing when everything is there.
 # Used by scripts/test.sh, scripts/demo.sh and .ci/run.
 set -euo pipefail
 
-need=(nftables iproute2 libnftnl-dev libmnl-dev pkg-config kmod conntrack)
+need=(nftables iproute2 libnftnl-dev libmnl-dev pkg-config kmod conntrack iptables ipset)
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,4 +1,4 @@
-//! Every traffic path of DESIGN.md section 4, with real packets, in IPv4 and
+//! Every traffic path of docs/dataplane.md ("The traffic paths"), with real packets, in IPv4 and
 //! IPv6, each both allowed and denied by a policy. The lab (`lab::Cluster`)
 //! runs two nodes wired together, pods on each node's `cni0` bridge, and an
 //! external host `ext` (192.0.2.2, 2001:db8:0:1::2) behind node 1; each node's

@@ -10,7 +10,7 @@
 //! * Upstream probes `s-<ns>-<pod>.<ns>.svc.<domain>` (service DNS name →
 //!   ClusterIP → kube-proxy DNAT → pod). The lab has no DNS and no
 //!   per-pod Service, so the probes go straight to the pod IPs. After
-//!   DNAT the policy sees the backend pod's address anyway (DESIGN §4.3);
+//!   DNAT the policy sees the backend pod's address anyway (docs/semantics.md, "Node traffic and services");
 //!   this is also why older upstream versions had to add a "UDP 53" egress
 //!   rule to their deny policies, and why we do not.
 //! * Upstream probes one family (the pod's primary IP); every lab pod is

@@ -1,4 +1,4 @@
-//! Resolution scenarios: one per semantics bullet of DESIGN section 5,
+//! Resolution scenarios: one per rule of docs/semantics.md,
 //! checked by walking the built ruleset with real-looking packets and, where
 //! the shape matters, on the `Resolution` itself.
 

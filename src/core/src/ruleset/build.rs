@@ -68,6 +68,26 @@ pub fn build_with(resolution: &Resolution, opts: &Options) -> Ruleset {
 /// [`build_with`], with set ids made from `hash` instead of the usual hash:
 /// tests use a constant to force every set id to collide.
 pub fn build_with_hash(resolution: &Resolution, opts: &Options, hash: fn(&str) -> u64) -> Ruleset {
+    build_inner(resolution, opts, hash, MERGE_LIMIT)
+}
+
+/// [`build_with`], with `merge_limit` in place of [`MERGE_LIMIT`]: the
+/// benchmark measures what the limit trades (set elements and build time
+/// against lookups per new flow).
+pub fn build_with_merge_limit(
+    resolution: &Resolution,
+    opts: &Options,
+    merge_limit: usize,
+) -> Ruleset {
+    build_inner(resolution, opts, names::hash64, merge_limit)
+}
+
+fn build_inner(
+    resolution: &Resolution,
+    opts: &Options,
+    hash: fn(&str) -> u64,
+    merge_limit: usize,
+) -> Ruleset {
     let mut rs = Ruleset::default();
     for dir in Direction::ALL {
         for family in Family::ALL {
@@ -92,7 +112,7 @@ pub fn build_with_hash(resolution: &Resolution, opts: &Options, hash: fn(&str) -
     for pod in &resolution.pods {
         for dir in Direction::ALL {
             if !pod.policies(dir).is_empty() {
-                plans.push((pod, dir, plan_pod(pod, dir, &by_key)));
+                plans.push((pod, dir, plan_pod(pod, dir, &by_key, merge_limit)));
             }
         }
     }
@@ -297,6 +317,7 @@ fn plan_pod<'r>(
     pod: &LocalPod,
     dir: Direction,
     policies: &HashMap<(&NamespacedName, Direction), &'r ResolvedPolicy>,
+    merge_limit: usize,
 ) -> Plan<'r> {
     let mut all_ports: Vec<Part<'r>> = Vec::new();
     let mut by_proto: BTreeMap<Protocol, Vec<Part<'r>>> = BTreeMap::new();
@@ -318,10 +339,10 @@ fn plan_pod<'r>(
     }
     let mut rules = Vec::new();
     let all: Vec<&Part<'r>> = all_ports.iter().collect();
-    merge(&all, None, &mut rules);
+    merge(&all, None, merge_limit, &mut rules);
     for (protocol, parts) in &by_proto {
         for (range, covering) in segments(parts) {
-            merge(&covering, Some((*protocol, range)), &mut rules);
+            merge(&covering, Some((*protocol, range)), merge_limit, &mut rules);
         }
     }
     Plan { rules, deny_only }
@@ -430,10 +451,12 @@ fn segments<'p, 'r>(parts: &'p [Part<'r>]) -> Vec<(PortRange, Vec<&'p Part<'r>>)
 
 /// The rules for `parts`, all on `ports`: one accept without lookup if any
 /// of them allows every address; else per family one lookup of the union
-/// of the small peer sets and one of each large one.
+/// of the small peer sets (at most `merge_limit` addresses) and one of
+/// each large one.
 fn merge<'r>(
     parts: &[&Part<'r>],
     ports: Option<(Protocol, PortRange)>,
+    merge_limit: usize,
     out: &mut Vec<Planned<'r>>,
 ) {
     if parts.is_empty() {
@@ -468,7 +491,7 @@ fn merge<'r>(
         }
         let (small, large): (Vec<_>, Vec<_>) = members
             .into_iter()
-            .partition(|(m, _)| m.set.addrs.family(family).len() <= MERGE_LIMIT);
+            .partition(|(m, _)| m.set.addrs.family(family).len() <= merge_limit);
         if !small.is_empty() {
             let mut ms: Vec<Member<'r>> = small.iter().map(|(m, _)| *m).collect();
             ms.sort_by(|a, b| (&a.set.key, a.port).cmp(&(&b.set.key, b.port)));

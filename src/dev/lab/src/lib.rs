@@ -1,6 +1,6 @@
 //! A throw-away lab of Linux network namespaces that looks like a small
 //! Flannel-style cluster, plus our own echo servers and prober, for kernel
-//! tests and demos of the traffic paths in DESIGN.md section 4.
+//! tests and demos of the traffic paths in docs/dataplane.md ("The traffic paths").
 //!
 //! ```text
 //!  ext ── eth0 2001:db8:0:1::2, 192.0.2.2          pods: eth0 10.244.2.h
