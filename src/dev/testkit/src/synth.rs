@@ -58,7 +58,10 @@ pub fn cluster(spec: Spec) -> Snapshot {
             .port("http", 8080, Protocol::Tcp)
             .port("metrics", 9090, Protocol::Tcp);
         if i % 4 == 0 {
-            p = p.ip(&format!("fd00:10:244::{:x}", i + 1));
+            // Two groups: one group of 5 hex digits (past 65,535 pods) is
+            // not an address. Below that, `::0:h` is the address `::h`.
+            let h = i + 1;
+            p = p.ip(&format!("fd00:10:244::{:x}:{:x}", h >> 16, h & 0xffff));
         }
         s.add_pod(p);
     }
