@@ -17,8 +17,8 @@
 //! same resolution; (d) kube-nftpolicy, 1k pods / 100 policies. Then a sweep
 //! of 1, 10, 100 policies selecting the destination before the one that
 //! allows it. Prints medians, min–max and per-round ratios against (a).
-//! Last, drop and allow logging on against off (`datapath_bench/logging.rs`);
-//! `DATAPATH_ONLY=logging` runs that section alone.
+//! Last, drop and allow logging on against off (`datapath_bench/logging.rs`).
+//! `DATAPATH_ONLY=sweep` or `DATAPATH_ONLY=logging` runs that section alone.
 #![allow(missing_docs)]
 
 #[path = "datapath_bench/kube_router.rs"]
@@ -84,20 +84,42 @@ fn main() -> Res<()> {
         0,
     );
     let mut dp = NetlinkDataplane::new(Some(node.netns()))?;
-    if std::env::var("DATAPATH_ONLY").is_ok_and(|v| v == "logging") {
-        let logged = logging::with_denied_pod(big, ip(&denied.ipv4()));
-        logging::bench(
-            &mut dp,
-            &node,
-            (&client, &denied, &server),
-            &logged,
-            dur,
-            rounds,
-        )?;
-        drop(lab);
-        return Ok(());
+    let only = std::env::var("DATAPATH_ONLY").unwrap_or_default();
+    let logged = logging::with_denied_pod(big.clone(), ip(&denied.ipv4()));
+    let pods = (&client, &denied, &server);
+    match only.as_str() {
+        "logging" => logging::bench(&mut dp, &node, pods, &logged, dur, rounds)?,
+        "sweep" => sweep(&mut dp, &node, (&client, &server), &big, dur, rounds)?,
+        _ => {
+            main_table(
+                &mut dp,
+                &node,
+                (&client, &server),
+                (&big, small),
+                &counters,
+                dur,
+                rounds,
+            )?;
+            sweep(&mut dp, &node, (&client, &server), &big, dur, rounds)?;
+            logging::bench(&mut dp, &node, pods, &logged, dur, rounds)?;
+        }
     }
-    for (name, s) in [("b", &big), ("d", &small)] {
+    drop(lab);
+    Ok(())
+}
+
+/// Configurations (a)–(d), interleaved per round.
+fn main_table(
+    dp: &mut NetlinkDataplane,
+    node: &nftpolicy_lab::Host,
+    (client, server): (&nftpolicy_lab::Host, &nftpolicy_lab::Host),
+    (big, small): (&Snapshot, Snapshot),
+    counters: &Counters,
+    dur: Duration,
+    rounds: usize,
+) -> Res<()> {
+    let (cip, sip) = (ip(&client.ipv4()), ip(&server.ipv4()));
+    for (name, s) in [("b", big), ("d", &small)] {
         let cost = walk_cost(s, cip, sip)?;
         println!(
             "({name}) a new UDP flow client -> server walks {} rules and {} set/map lookups",
@@ -108,7 +130,7 @@ fn main() -> Res<()> {
         ("a", Config::Nothing),
         ("a-ct", Config::Nft(CT_ONLY.to_owned())),
         ("b", Config::Ours(Box::new(big.clone()))),
-        ("c", Config::KubeRouter(Box::new(resolve(&big, LOCAL_NODE)))),
+        ("c", Config::KubeRouter(Box::new(resolve(big, LOCAL_NODE)))),
         ("d", Config::Ours(Box::new(small))),
     ];
     let metrics = [
@@ -121,72 +143,74 @@ fn main() -> Res<()> {
     let mut results = vec![vec![vec![]; metrics.len()]; configs.len()];
     for round in 0..rounds {
         for (i, (name, config)) in configs.iter().enumerate() {
-            config.install(&mut dp, node.netns())?;
-            let m = measure(client.netns(), sip, server.netns(), &counters, dur)?;
+            config.install(dp, node.netns())?;
+            let m = measure(client.netns(), sip, server.netns(), counters, dur)?;
             eprintln!("round {round} ({name}): {m:?}");
             for (k, v) in m.into_iter().enumerate() {
                 results[i][k].push(v);
             }
         }
     }
-    Config::Nothing.install(&mut dp, node.netns())?;
+    Config::Nothing.install(dp, node.netns())?;
     report(
         &configs.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         &metrics,
         &results,
     );
+    Ok(())
+}
 
-    println!("\nPolicies selecting the destination before the one that allows it (10k pods / 1k policies):");
-    let mut sweep: Vec<(usize, Vec<f64>)> = vec![];
-    for n in [1, 10, 100] {
-        sweep.push((n, vec![]));
-    }
-    for (n, _) in &sweep {
-        let cost = walk_cost(&with_probe_pods(big.clone(), cip, sip, *n), cip, sip)?;
+/// 1, 10 and 100 extra policies selecting the server, each allowing every
+/// port from pods that are not the client: the new-flow rate of each,
+/// interleaved per round, and the median of the per-round ratios
+/// rate(n) / rate(1).
+fn sweep(
+    dp: &mut NetlinkDataplane,
+    node: &nftpolicy_lab::Host,
+    (client, server): (&nftpolicy_lab::Host, &nftpolicy_lab::Host),
+    big: &Snapshot,
+    dur: Duration,
+    rounds: usize,
+) -> Res<()> {
+    let (cip, sip) = (ip(&client.ipv4()), ip(&server.ipv4()));
+    println!("\nPolicies selecting the destination besides the one that allows it (10k pods / 1k policies):");
+    let ns = [1usize, 10, 100];
+    for n in ns {
+        let cost = walk_cost(&with_probe_pods(big.clone(), cip, sip, n), cip, sip)?;
         println!(
             "  {n:>3} policies: a new flow walks {} rules and {} lookups",
             cost.rules, cost.lookups
         );
     }
-    for _ in 0..rounds {
-        for (n, rates) in &mut sweep {
-            let s = with_probe_pods(big.clone(), cip, sip, *n);
-            Config::Ours(Box::new(s)).install(&mut dp, node.netns())?;
-            rates.push(udp_flows(client.netns(), sip, server.netns(), dur)?);
+    let snapshots: Vec<Snapshot> = ns
+        .iter()
+        .map(|&n| with_probe_pods(big.clone(), cip, sip, n))
+        .collect();
+    let mut rates = vec![Vec::new(); ns.len()];
+    for round in 0..rounds {
+        for (i, s) in snapshots.iter().enumerate() {
+            Config::Ours(Box::new(s.clone())).install(dp, node.netns())?;
+            let r = udp_flows(client.netns(), sip, server.netns(), dur)?;
+            eprintln!("sweep round {round} ({} policies): {r:.0}", ns[i]);
+            rates[i].push(r);
         }
     }
-    Config::Nothing.install(&mut dp, node.netns())?;
-    let logged = logging::with_denied_pod(big.clone(), ip(&denied.ipv4()));
-    logging::bench(
-        &mut dp,
-        &node,
-        (&client, &denied, &server),
-        &logged,
-        dur,
-        rounds,
-    )?;
-    let base = median(&sweep[0].1);
-    for (n, rates) in &sweep {
-        let m = median(rates);
-        let per = if *n > 1 {
-            (1e9 / m - 1e9 / base) / (*n as f64 - 1.0)
-        } else {
-            0.0
-        };
+    Config::Nothing.install(dp, node.netns())?;
+    for (i, n) in ns.iter().enumerate() {
+        let ratios: Vec<f64> = rates[i]
+            .iter()
+            .zip(&rates[0])
+            .map(|(r, base)| r / base)
+            .collect();
         println!(
-            "  {n:>3} policies: {m:>10.0} new UDP flows/s  ({per:.0} ns per added policy and flow)"
+            "  {n:>3} policies: {:>10.0} new UDP flows/s (min {:.0}, max {:.0}); rate({n}) / rate(1) = {:.3} (median of {} per-round ratios)",
+            median(&rates[i]),
+            rates[i].iter().cloned().fold(f64::INFINITY, f64::min),
+            rates[i].iter().cloned().fold(0.0, f64::max),
+            median(&ratios),
+            ratios.len()
         );
     }
-    let logged = logging::with_denied_pod(big, ip(&denied.ipv4()));
-    logging::bench(
-        &mut dp,
-        &node,
-        (&client, &denied, &server),
-        &logged,
-        dur,
-        rounds,
-    )?;
-    drop(lab);
     Ok(())
 }
 
