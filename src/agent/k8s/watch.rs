@@ -4,14 +4,15 @@
 //! `410 Gone` makes the watcher re-list, other watch errors re-watch from
 //! the last resourceVersion, after kube-rs's default backoff (0.8 s
 //! doubling to 30 s, with jitter), reset only once the API answered (see
-//! `answered`). Objects are trimmed in the stream (`modify`) and handed
-//! to [`Stores`].
+//! `answered`). Pods are decoded trimmed (`trim::SlimPod`);
+//! namespaces and policies are trimmed in the stream (`modify`); all are
+//! handed to [`Stores`].
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::utils::Backoff as _;
 use kube::runtime::watcher::Event;
@@ -20,7 +21,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::trim::{self, Convert};
+use super::trim::{self, Convert, SlimPod};
 use super::{Kind, Stores};
 
 /// The running watchers; dropping this stops them.
@@ -48,9 +49,9 @@ pub fn spawn(client: Client, stores: Arc<Stores>) -> Watchers {
             stores.clone(),
         )),
         tokio::spawn(watch(
-            Api::<Pod>::all(client.clone()),
+            Api::<SlimPod>::all(client.clone()),
             Kind::Pod,
-            trim::pod,
+            |_| {}, // trimmed by decoding
             stores.clone(),
         )),
         tokio::spawn(watch(
@@ -160,6 +161,7 @@ impl WatchFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
 
     #[test]
     fn only_an_answer_resets_the_backoff() {
