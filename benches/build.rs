@@ -55,15 +55,19 @@ fn changes(s: &Snapshot) -> Vec<(&'static str, Snapshot)> {
     let mut relabelled = s.clone();
     let key = relabelled.pods.keys().nth(5).cloned().expect("pods");
     if let Some(p) = relabelled.pods.get_mut(&key) {
-        p.labels.insert("app".into(), "app-9".into());
+        std::sync::Arc::make_mut(p)
+            .labels
+            .insert("app".into(), "app-9".into());
     }
     let mut edited = s.clone();
     let key = edited.policies.keys().nth(1).cloned().expect("policies");
     if let Some(p) = edited.policies.get_mut(&key) {
-        *p = p.clone().ingress(
-            nftpolicy_testkit::rule()
-                .pods(Selector::labels([("app", "app-3")]))
-                .port(Protocol::Tcp, 9000),
+        *p = std::sync::Arc::new(
+            nftpolicy_core::model::Policy::clone(p).ingress(
+                nftpolicy_testkit::rule()
+                    .pods(Selector::labels([("app", "app-3")]))
+                    .port(Protocol::Tcp, 9000),
+            ),
         );
     }
     vec![

@@ -476,7 +476,7 @@ fn set_snapshot(cluster: &mut Cluster, manifests: &Snapshot) -> Result<(), Strin
             .as_deref()
             .and_then(lab_node)
             .ok_or_else(|| format!("pod {}: nodeName must be node-1 or node-2", pod.key()))?;
-        pod.node = Some(format!("node{index}"));
+        std::sync::Arc::make_mut(pod).node = Some(format!("node{index}"));
     }
     cluster.snapshot = s;
     Ok(())

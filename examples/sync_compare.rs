@@ -89,10 +89,11 @@ impl Change {
                 } else {
                     "back"
                 };
-                let pod = s
-                    .pods
-                    .get_mut(&NamespacedName::new("ns-0", "app-1-1"))
-                    .expect("the synthetic cluster has ns-0/app-1-1");
+                let pod = std::sync::Arc::make_mut(
+                    s.pods
+                        .get_mut(&NamespacedName::new("ns-0", "app-1-1"))
+                        .expect("the synthetic cluster has ns-0/app-1-1"),
+                );
                 pod.labels.insert("tier".to_owned(), tier.to_owned());
             }
             Change::PodAdded => s.add_pod(
@@ -262,7 +263,7 @@ fn main() -> Res<()> {
     };
     let base = cluster(spec);
     let key = NamespacedName::new("ns-0", "policy-100");
-    if base.policies.get(&key) != Some(&policy_100(8080)) {
+    if base.policies.get(&key).map(|p| &**p) != Some(&policy_100(8080)) {
         return Err("ns-0/policy-100 is not the policy this bench edits".into());
     }
 

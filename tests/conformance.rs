@@ -260,8 +260,8 @@ fn run_step(
 
 /// The labels every case starts from (upstream's `DeferCleanup` of label changes).
 struct Baseline {
-    namespaces: BTreeMap<String, Namespace>,
-    pods: BTreeMap<NamespacedName, Pod>,
+    namespaces: BTreeMap<String, std::sync::Arc<Namespace>>,
+    pods: BTreeMap<NamespacedName, std::sync::Arc<Pod>>,
 }
 
 impl Baseline {

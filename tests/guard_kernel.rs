@@ -250,7 +250,7 @@ fn established_flows_a_policy_stops_allowing_are_cut_within_a_second() {
     assert_eq!(cut(&c, 2).cut, 0, "nothing left to cut");
 
     // Allowed again: the cut UDP flows carry data again.
-    c.set_policies([]);
+    c.set_policies(Vec::<nftpolicy_core::model::Policy>::new());
     c.apply().expect("apply");
     let back = cut(&c, 2);
     assert!(back.restored >= 2, "{back:?}");

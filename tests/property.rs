@@ -58,6 +58,7 @@ impl Oracle<'_> {
             .pods
             .values()
             .find(|p| self.live(p) && p.ips.contains(&addr))
+            .map(|p| &**p)
     }
 
     fn ns_labels(&self, ns: &str) -> Labels {
@@ -93,7 +94,7 @@ impl Oracle<'_> {
             }
             isolated = true;
             for r in if ingress { &p.ingress } else { &p.egress } {
-                out.push((p, r));
+                out.push((&**p, r));
             }
         }
         isolated.then_some(out)

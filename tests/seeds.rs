@@ -33,6 +33,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nftpolicy_core::model::{Direction, NamespacedName, Policy, Protocol, Selector, Snapshot};
 use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
@@ -94,7 +95,10 @@ fn keep_policies(mut s: Snapshot, keep: &[&str]) -> Snapshot {
 }
 
 /// The snapshot with exactly these policies.
-fn with_policies(mut s: Snapshot, policies: impl IntoIterator<Item = Policy>) -> Snapshot {
+fn with_policies<P: Into<Arc<Policy>>>(
+    mut s: Snapshot,
+    policies: impl IntoIterator<Item = P>,
+) -> Snapshot {
     s.policies.clear();
     for p in policies {
         s.add_policy(p);
@@ -293,7 +297,7 @@ mod calico {
 fn calico_step(policies: &[&str], labelled: bool) -> Snapshot {
     let mut s = keep_policies(golden("seed-calico-advanced"), policies);
     if !labelled {
-        let ns = s.namespaces.get_mut("kube-system").expect("kube-system");
+        let ns = Arc::make_mut(s.namespaces.get_mut("kube-system").expect("kube-system"));
         assert!(
             ns.labels.remove("name").is_some(),
             "golden kube-system is labelled"
@@ -638,9 +642,7 @@ fn webapp_balanced_namespace_selector_matches_labels_not_names() {
     };
     let mut s = webapp_step(Some(by("name")));
     webapp_ping_and_nc(&s, UTILS, BLOCKED, "name=utils, namespace unlabelled");
-    s.namespaces
-        .get_mut("utils")
-        .expect("namespace utils")
+    Arc::make_mut(s.namespaces.get_mut("utils").expect("namespace utils"))
         .labels
         .insert("name".into(), "utils".into());
     webapp_ping_and_nc(&s, UTILS, ALLOWED, "after labelling utils name=utils");
@@ -682,7 +684,7 @@ fn webapp_balanced_allow_tcp_80_from_anywhere() {
         .types(true, false)
         .ingress(rule().port(Protocol::Tcp, 80));
     assert_eq!(
-        s.policies.values().collect::<Vec<_>>(),
+        s.policies.values().map(|p| &**p).collect::<Vec<_>>(),
         vec![&final_policy],
         "the golden input holds the last edit of the tutorial"
     );
@@ -844,7 +846,7 @@ mod handbook {
 }
 
 /// The handbook cluster with a plain busybox (no `access` label) added.
-fn handbook_cluster(policies: impl IntoIterator<Item = Policy>) -> Snapshot {
+fn handbook_cluster<P: Into<Arc<Policy>>>(policies: impl IntoIterator<Item = P>) -> Snapshot {
     let mut s = with_policies(golden("seed-handbook"), policies);
     s.add_pod(
         pod("default", "busybox-472357175-k8w2c")
@@ -1164,7 +1166,7 @@ fn handbook_test_network_policy_egress_port_is_5978_not_5987() {
 #[test]
 fn handbook_nginx_before_any_policy() {
     use handbook::*;
-    let s = handbook_cluster([]);
+    let s = handbook_cluster(Vec::<Policy>::new());
     handbook_wget_nginx(&s, BUSYBOX, ALLOWED, "wget --spider nginx");
 }
 
@@ -1244,8 +1246,8 @@ fn handbook_nginx_front_end_access_in_sock_shop_opens_nothing() {
         .policies
         .values()
         .find(|p| p.name == "front-end-access")
-        .cloned()
-        .map(|mut p| {
+        .map(|p| {
+            let mut p = Policy::clone(p);
             p.namespace = "default".into();
             p
         })
@@ -1516,7 +1518,7 @@ fn db_step(p: Policy) -> Snapshot {
 #[test]
 fn db_policy_before_any_policy() {
     use kodekloud::*;
-    let s = with_policies(golden("seed-db-policy"), []);
+    let s = with_policies(golden("seed-db-policy"), Vec::<Policy>::new());
     check(&s, WEB, DB, tcp(3306), ALLOWED, "web to db");
     check(&s, API, DB, tcp(3306), ALLOWED, "api to db");
     check(&s, DB, API, tcp(5000), ALLOWED, "db to api");
@@ -1727,7 +1729,7 @@ fn db_policy_egress_to_backup_server() {
                 .port(Protocol::Tcp, 80),
         );
     assert_eq!(
-        s.policies.values().collect::<Vec<_>>(),
+        s.policies.values().map(|p| &**p).collect::<Vec<_>>(),
         vec![&final_policy],
         "the golden input holds the lecture's last policy"
     );

@@ -126,7 +126,7 @@ fn golden_policies(case: &str) -> BTreeMap<String, Policy> {
     golden(case)
         .policies
         .into_values()
-        .map(|p| (p.name.clone(), p))
+        .map(|p| (p.name.clone(), Policy::clone(&p)))
         .collect()
 }
 
@@ -436,7 +436,7 @@ fn calico_advanced_kernel() {
     t.step(
         "before any policy",
         (&access, &nginx_r, 80),
-        |c| c.set_policies([]),
+        |c| c.set_policies(Vec::<Policy>::new()),
         &checks,
     );
 
@@ -730,7 +730,7 @@ fn webapp_balanced_kernel() {
     t.step(
         "before any policy",
         (&utils, &web, 80),
-        |c| c.set_policies([]),
+        |c| c.set_policies(Vec::<Policy>::new()),
         &checks,
     );
 
@@ -1052,7 +1052,7 @@ fn cilium_backend_kernel() {
     t.step(
         "verify connectivity",
         (&not_frontend, &backend, 8080),
-        |c| c.set_policies([]),
+        |c| c.set_policies(Vec::<Policy>::new()),
         &curl(true, true, "before any policy"),
     );
 
@@ -1534,7 +1534,7 @@ fn handbook_kernel() {
     t.step(
         "nginx: before any policy",
         keep,
-        |c| c.set_policies([]),
+        |c| c.set_policies(Vec::<Policy>::new()),
         &wget_nginx(&bb, true, "wget --spider nginx"),
     );
     let mut checks = wget_nginx(&bb, false, "wget: download timed out");
@@ -1747,7 +1747,7 @@ metadata:
         |c| {
             let ns = annotated.snapshot.namespaces["legacy"].clone();
             c.snapshot.add_namespace(ns);
-            c.set_policies([]);
+            c.set_policies(Vec::<Policy>::new());
         },
         &checks,
     );
@@ -1798,7 +1798,12 @@ fn db_policy_kernel() {
     let mut checks = flows(&web, &db, &[mysql], true, "web to db");
     checks.extend(flows(&api, &db, &[mysql], true, "api to db"));
     checks.extend(flows(&db, &api, &[Via::Tcp(5000)], true, "db to api"));
-    t.step("before any policy", keep, |c| c.set_policies([]), &checks);
+    t.step(
+        "before any policy",
+        keep,
+        |c| c.set_policies(Vec::<Policy>::new()),
+        &checks,
+    );
 
     // Tutorial: "it still doesn't block out traffic because we haven't
     // specified policy types yet. So if there are no policy types specified

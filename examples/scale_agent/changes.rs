@@ -21,11 +21,12 @@ pub fn run(agent: &mut AgentProcess, api: &FakeApi, s: &Snapshot, opts: &RunOpti
         .values()
         .filter(|p| p.node.as_deref() != Some(LOCAL_NODE))
         .nth(5)
-        .ok_or("a remote pod")?
-        .clone();
+        .ok_or("a remote pod")?;
+    let remote = nftpolicy_core::model::Pod::clone(remote);
     let mut relabelled = remote.clone();
     relabelled.labels.insert("app".into(), "app-9".into());
-    let policy = s.policies.values().nth(1).ok_or("a policy")?.clone();
+    let policy =
+        nftpolicy_core::model::Policy::clone(s.policies.values().nth(1).ok_or("a policy")?);
     let edited = policy.clone().ingress(rule().port(Protocol::Tcp, 8443));
     let added = pod("ns-0", "scale-new-pod")
         .labels([("app", "app-1"), ("tier", "front")])

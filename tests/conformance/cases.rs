@@ -111,28 +111,29 @@ fn large_cidr(ip: IpAddr) -> String {
 }
 
 fn add_ns_label_y_ns2(s: &mut Snapshot) {
-    s.namespaces
-        .get_mut("y")
-        .expect("namespace y")
+    std::sync::Arc::make_mut(s.namespaces.get_mut("y").expect("namespace y"))
         .labels
         .insert("ns2".into(), "updated".into());
 }
 
 fn add_pod_labels_x_b(s: &mut Snapshot) {
-    let pod = s
-        .pods
-        .get_mut(&NamespacedName::new("x", "b"))
-        .expect("pod x/b");
+    let pod = std::sync::Arc::make_mut(
+        s.pods
+            .get_mut(&NamespacedName::new("x", "b"))
+            .expect("pod x/b"),
+    );
     pod.labels.insert("pod".into(), "b".into());
     pod.labels.insert("pod2".into(), "updated".into());
 }
 
 fn add_pod_label_x_a_isolated(s: &mut Snapshot) {
-    s.pods
-        .get_mut(&NamespacedName::new("x", "a"))
-        .expect("pod x/a")
-        .labels
-        .insert("target".into(), "isolated".into());
+    std::sync::Arc::make_mut(
+        s.pods
+            .get_mut(&NamespacedName::new("x", "a"))
+            .expect("pod x/a"),
+    )
+    .labels
+    .insert("target".into(), "isolated".into());
 }
 
 const TCP: Proto = Proto::Tcp;

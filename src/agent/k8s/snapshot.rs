@@ -11,11 +11,18 @@
 //! status update, once trimmed and converted, usually does) is no change:
 //! it does not wake the sync loop.
 //!
+//! The view is shared, not copied, with the sync that takes it and with
+//! the drop-log reader that keeps the applied views (`observe`): the first
+//! change after a take copies it (`Arc::make_mut`) only while one of them
+//! still holds it. At 100,000 pods a copy is about 140 MiB and 0.1 s, and
+//! copying on every take kept one more copy resident than this does
+//! (`examples/scale_agent.rs`).
+//!
 //! An object that cannot be read is warned about (once per change), counted
 //! in `kube_nftpolicy_invalid_objects` and `errors_total{kind="invalid_object"}`,
 //! and left out of the snapshot; the other objects still apply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -33,8 +40,9 @@ use nftpolicy_core::model::{NamespacedName, Snapshot};
 /// What [`Stores::take`] hands to a sync.
 #[derive(Debug, Clone)]
 pub struct Taken {
-    /// The whole view: every namespace, pod and policy.
-    pub snapshot: Snapshot,
+    /// The whole view: every namespace, pod and policy (shared with the
+    /// stores until their next change).
+    pub snapshot: Arc<Snapshot>,
     /// Arrival of the oldest event not covered by an earlier take.
     pub pending_since: Option<Instant>,
 }
@@ -75,7 +83,7 @@ struct KindState {
 
 #[derive(Debug, Default)]
 struct State {
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     kinds: [KindState; 3],
     changed: bool,
     pending_since: Option<Instant>,
@@ -104,32 +112,58 @@ fn object_key(o: &Object) -> NamespacedName {
     }
 }
 
-/// Adds or replaces `o`; `false` if an equal object was already there.
-fn insert(s: &mut Snapshot, o: Object) -> bool {
+/// Adds or replaces `o`; `false` if an equal object was already there
+/// (then `s` is not copied).
+fn insert(s: &mut Arc<Snapshot>, o: Object) -> bool {
     let same = match &o {
-        Object::Namespace(n) => s.namespaces.get(&n.name) == Some(n),
-        Object::Pod(p) => s.pods.get(&p.key()) == Some(p),
-        Object::Policy(p) => s.policies.get(&object_key(&o)) == Some(p),
+        Object::Namespace(n) => s.namespaces.get(&n.name).map(|x| &**x) == Some(n),
+        Object::Pod(p) => s.pods.get(&p.key()).map(|x| &**x) == Some(p),
+        Object::Policy(p) => s.policies.get(&object_key(&o)).map(|x| &**x) == Some(p),
     };
     if same {
         return false;
     }
+    add(Arc::make_mut(s), o);
+    true
+}
+
+fn add(s: &mut Snapshot, o: Object) {
     match o {
         Object::Namespace(n) => s.add_namespace(n),
         Object::Pod(p) => s.add_pod(p),
         Object::Policy(p) => s.add_policy(p),
     }
-    true
 }
 
-/// Replaces `old` with `new`; whether they differed.
-fn swap<K: Ord, V: PartialEq>(old: &mut BTreeMap<K, V>, new: BTreeMap<K, V>) -> bool {
-    let differ = *old != new;
-    *old = new;
+/// Replaces the objects of `kind` with those of `fresh` if they differ
+/// (only then is `s` copied); whether they differed.
+fn replace_kind(s: &mut Arc<Snapshot>, kind: Kind, fresh: Snapshot) -> bool {
+    let differ = match kind {
+        Kind::Namespace => s.namespaces != fresh.namespaces,
+        Kind::Pod => s.pods != fresh.pods,
+        Kind::NetworkPolicy => s.policies != fresh.policies,
+    };
+    if differ {
+        let s = Arc::make_mut(s);
+        match kind {
+            Kind::Namespace => s.namespaces = fresh.namespaces,
+            Kind::Pod => s.pods = fresh.pods,
+            Kind::NetworkPolicy => s.policies = fresh.policies,
+        }
+    }
     differ
 }
 
-fn remove(s: &mut Snapshot, kind: Kind, key: &NamespacedName) -> bool {
+fn remove(s: &mut Arc<Snapshot>, kind: Kind, key: &NamespacedName) -> bool {
+    let present = match kind {
+        Kind::Namespace => s.namespaces.contains_key(&key.name),
+        Kind::Pod => s.pods.contains_key(key),
+        Kind::NetworkPolicy => s.policies.contains_key(key),
+    };
+    if !present {
+        return false;
+    }
+    let s = Arc::make_mut(s);
     match kind {
         Kind::Namespace => s.namespaces.remove(&key.name).is_some(),
         Kind::Pod => s.pods.remove(key).is_some(),
@@ -187,16 +221,11 @@ impl Stores {
                 ks.forbidden = 0;
                 let mut fresh = Snapshot::default();
                 for o in ks.relist.take().unwrap_or_default() {
-                    insert(&mut fresh, o);
+                    add(&mut fresh, o);
                 }
                 ks.invalid = std::mem::take(&mut ks.relist_invalid);
                 let first = !std::mem::replace(&mut ks.listed, true);
-                let s = &mut st.snapshot;
-                let differ = match kind {
-                    Kind::Namespace => swap(&mut s.namespaces, fresh.namespaces),
-                    Kind::Pod => swap(&mut s.pods, fresh.pods),
-                    Kind::NetworkPolicy => swap(&mut s.policies, fresh.policies),
-                };
+                let differ = replace_kind(&mut st.snapshot, kind, fresh);
                 // The first list always counts: it may complete the view.
                 first || differ
             }
@@ -293,8 +322,9 @@ impl Stores {
     }
 
     /// The whole view if something changed since the last take or `force`
-    /// is set (and marks everything as taken); the snapshot is only copied
-    /// then. Nothing until every kind has listed once.
+    /// is set (and marks everything as taken), shared: the next change
+    /// copies it if the taker still holds it. Nothing until every kind has
+    /// listed once.
     pub fn take(&self, force: bool) -> Take {
         let mut st = self.lock();
         if !st.kinds.iter().all(|k| k.listed) {

@@ -274,7 +274,7 @@ async fn run_loop<D: Dataplane + Send + 'static>(
         let now = Instant::now();
         let due = timed && (retry_at.is_some() || soon.is_some_and(|s| s <= now));
         let resync = now >= next_resync;
-        // Copies the snapshot only if there is something to do: a permit
+        // Takes the snapshot only if there is something to do: a permit
         // stored during the last sync wakes the loop with nothing changed.
         let force = due || resync || gate_dirty || last_start.is_none();
         let taken = match stores.take(force) {
@@ -339,7 +339,7 @@ enum SyncError {
 /// meanwhile: the thread reports its own stages to `health`.
 async fn sync<D: Dataplane + Send + 'static>(
     worker: &Worker<D>,
-    snapshot: nftpolicy_core::model::Snapshot,
+    snapshot: Arc<nftpolicy_core::model::Snapshot>,
     full_replace: Option<&'static str>,
     health: &Health,
 ) -> Result<ApplyReport, SyncError> {

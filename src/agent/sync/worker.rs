@@ -32,8 +32,8 @@ use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 
 /// One sync for the thread to do.
 pub(super) struct Job {
-    /// The whole view.
-    pub snapshot: Snapshot,
+    /// The whole view (shared with the stores, not a copy).
+    pub snapshot: Arc<Snapshot>,
     /// Make this apply a full replace, for this reason.
     pub full_replace: Option<&'static str>,
     /// Where the outcome goes.
@@ -147,7 +147,7 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
 #[instrument(skip_all, fields(pods, policies, rules))]
 fn sync_once<D: Dataplane>(
     target: &Target,
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     dataplane: &mut D,
     metrics: &Metrics,
     health: &Health,
@@ -181,7 +181,7 @@ fn sync_once<D: Dataplane>(
             metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
             metrics.gate_armed(opts.gate.is_some());
             if let Some(observed) = &target.observed {
-                observed.publish(log_map, Arc::new(snapshot));
+                observed.publish(log_map, snapshot);
             }
             if let Some((cutter, _)) = &target.cut {
                 cutter.submit(Arc::new(ruleset), Arc::new(node_addrs));

@@ -155,12 +155,13 @@ fn endpoint_pod<'a>(s: &'a Snapshot, e: &Endpoint) -> Result<Option<&'a Pod>, Ex
         Endpoint::Pod(key) => s
             .pods
             .get(key)
-            .map(Some)
+            .map(|p| Some(&**p))
             .ok_or_else(|| ExplainError::NoSuchPod(key.to_string())),
         Endpoint::Addr(ip) => Ok(s
             .pods
             .values()
-            .find(|p| p.ignored().is_none() && p.ips.contains(ip))),
+            .find(|p| p.ignored().is_none() && p.ips.contains(ip))
+            .map(|p| &**p)),
     }
 }
 

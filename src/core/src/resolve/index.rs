@@ -29,6 +29,7 @@ impl<'a> Index<'a> {
             .pods
             .values()
             .filter(|p| p.ignored().is_none())
+            .map(|p| &**p)
             .collect();
         let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();

@@ -141,7 +141,10 @@ impl Cluster {
     }
 
     /// Replaces every policy of the snapshot (not applied yet).
-    pub fn set_policies(&mut self, policies: impl IntoIterator<Item = Policy>) {
+    pub fn set_policies<P: Into<std::sync::Arc<Policy>>>(
+        &mut self,
+        policies: impl IntoIterator<Item = P>,
+    ) {
         self.snapshot.policies.clear();
         policies
             .into_iter()
