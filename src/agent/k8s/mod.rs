@@ -3,13 +3,16 @@
 //! into a [`Snapshot`](nftpolicy_core::model::Snapshot).
 //!
 //! - `watch.rs`: one kube-rs watcher per kind (LIST, then WATCH; re-list
-//!   after `410 Gone`; backoff on errors). Objects are trimmed on arrival
-//!   (`trim.rs`, through the watcher stream's `modify`) and converted to
-//!   `model` types at once by `nftpolicy_source::api`, straight from the
-//!   typed object; the manifest reader ends in the same conversion.
+//!   after `410 Gone`; backoff on errors). Pods are decoded into a slim
+//!   type that declares only the fields policy reads (`trim.rs`:
+//!   `SlimPod`; decoding whole pods was most of the time of a 100,000-pod
+//!   list); namespaces and policies are trimmed on arrival (the watcher
+//!   stream's `modify`). All are converted to `model` types at once by
+//!   `nftpolicy_source::api`, straight from the typed object; the manifest
+//!   reader ends in the same conversion.
 //! - `snapshot.rs`: [`Stores`], a reflector of model objects: the current
-//!   view of each kind, swapped whole when a (re-)list completes, and the
-//!   trigger of the sync loop. Invalid objects are warned about, counted and
+//!   view of each kind, swapped whole when a (re-)list completes, shared
+//!   copy-on-write with the sync, and the trigger of the sync loop. Invalid objects are warned about, counted and
 //!   left out.
 //!
 //! `k8s-openapi` and `kube` types stop here: the sync loop sees a `Snapshot`.
