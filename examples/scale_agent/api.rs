@@ -31,48 +31,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::sync::watch;
 
-/// The resources the agent lists and watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Res {
-    /// `v1` namespaces.
-    Namespaces = 0,
-    /// `v1` pods.
-    Pods = 1,
-    /// `networking.k8s.io/v1` networkpolicies.
-    Policies = 2,
-    /// `v1` nodes.
-    Nodes = 3,
-}
-
-impl Res {
-    /// Every resource.
-    pub const ALL: [Res; 4] = [Res::Namespaces, Res::Pods, Res::Policies, Res::Nodes];
-
-    fn path(self) -> &'static str {
-        match self {
-            Res::Namespaces => "/api/v1/namespaces",
-            Res::Pods => "/api/v1/pods",
-            Res::Policies => "/apis/networking.k8s.io/v1/networkpolicies",
-            Res::Nodes => "/api/v1/nodes",
-        }
-    }
-
-    fn kind(self) -> &'static str {
-        match self {
-            Res::Namespaces => "Namespace",
-            Res::Pods => "Pod",
-            Res::Policies => "NetworkPolicy",
-            Res::Nodes => "Node",
-        }
-    }
-
-    fn api_version(self) -> &'static str {
-        match self {
-            Res::Policies => "networking.k8s.io/v1",
-            _ => "v1",
-        }
-    }
-}
+// Shared with the tests' fake API; `of_kind` is theirs alone.
+#[allow(dead_code)]
+#[path = "../../tests/agent_fake_api/res.rs"]
+mod res;
+pub use res::Res;
 
 /// How the agent listed one resource.
 #[derive(Debug, Clone, Copy, Default)]

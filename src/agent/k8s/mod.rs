@@ -23,6 +23,7 @@ mod trim;
 mod watch;
 
 pub use snapshot::{Stores, Take, Taken};
+pub use trim::SlimPod;
 pub use watch::{spawn, WatchFailure, Watchers};
 
 /// The kinds the agent watches.

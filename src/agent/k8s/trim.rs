@@ -53,7 +53,7 @@ fn metadata(m: &mut ObjectMeta) {
 /// Pod, so an object reads (and fails, naming the same field) as before.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(from = "wire::Pod")]
-pub(super) struct SlimPod(pub(super) ApiPod);
+pub struct SlimPod(pub ApiPod);
 
 impl k8s_openapi::Resource for SlimPod {
     const API_VERSION: &'static str = <ApiPod as k8s_openapi::Resource>::API_VERSION;

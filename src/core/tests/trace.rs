@@ -1,17 +1,17 @@
 //! The cost of a packet walk as `trace` counts it: the order of a rule's
 //! matches decides which lookups a new flow pays for.
 
-use nftpolicy_core::model::{Protocol, Selector};
+use nftpolicy_core::model::{Protocol, Selector, Snapshot};
 use nftpolicy_core::resolve::resolve;
 use nftpolicy_core::ruleset::build::build;
 use nftpolicy_core::ruleset::trace::{trace, Cost, CtState, Outcome, Packet, L4};
 use nftpolicy_core::ruleset::Hook;
 use nftpolicy_testkit::*;
 
-/// A pod isolated by a default deny and one policy allowing TCP 80 from
-/// `app=client`: the walk of a new flow, counted.
-fn walk_cost(l4: L4) -> (Outcome, Cost) {
-    let s = snapshot(
+/// The server on n1, the client on n2, and one policy allowing the server
+/// TCP 80 from `app=client`.
+fn server_and_client() -> Snapshot {
+    snapshot(
         [namespace("shop", [])],
         [
             pod("shop", "server")
@@ -23,17 +23,21 @@ fn walk_cost(l4: L4) -> (Outcome, Cost) {
                 .ip("10.0.1.2")
                 .node("n2"),
         ],
-        [
-            policy("shop", "default-deny"),
-            policy("shop", "allow-client")
-                .select(Selector::labels([("app", "server")]))
-                .ingress(
-                    rule()
-                        .pods(Selector::labels([("app", "client")]))
-                        .port(Protocol::Tcp, 80),
-                ),
-        ],
-    );
+        [policy("shop", "allow-client")
+            .select(Selector::labels([("app", "server")]))
+            .ingress(
+                rule()
+                    .pods(Selector::labels([("app", "client")]))
+                    .port(Protocol::Tcp, 80),
+            )],
+    )
+}
+
+/// The server isolated also by a default deny: the walk of a new flow,
+/// counted.
+fn walk_cost(l4: L4) -> (Outcome, Cost) {
+    let mut s = server_and_client();
+    s.add_policy(policy("shop", "default-deny"));
     let t = trace(
         &build(&resolve(&s, "n1")),
         &Packet {
@@ -85,26 +89,7 @@ fn a_rule_for_another_port_costs_no_lookup() {
 #[test]
 fn the_walk_does_not_grow_with_the_selecting_policies() {
     let cost = |extra: usize| {
-        let mut s = snapshot(
-            [namespace("shop", [])],
-            [
-                pod("shop", "server")
-                    .labels([("app", "server")])
-                    .ip("10.0.0.2")
-                    .node("n1"),
-                pod("shop", "client")
-                    .labels([("app", "client")])
-                    .ip("10.0.1.2")
-                    .node("n2"),
-            ],
-            [policy("shop", "allow-client")
-                .select(Selector::labels([("app", "server")]))
-                .ingress(
-                    rule()
-                        .pods(Selector::labels([("app", "client")]))
-                        .port(Protocol::Tcp, 80),
-                )],
-        );
+        let mut s = server_and_client();
         for i in 0..extra {
             let app = format!("other-{i}");
             s.add_pod(
