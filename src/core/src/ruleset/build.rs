@@ -130,32 +130,17 @@ fn build_inner(
         rules.push(
             Rule::new(vec![], Verdict::Drop)
                 .counted()
-                .comment(drop_comment(dir, &plan.deny_only)),
+                .comment(names::drop_comment(dir, &plan.deny_only)),
         );
         rs.chains.push(Chain {
             name: names::pod_chain(dir, &pod.key),
             base: None,
-            comment: names::comment(&format!("{dir} of pod {}", pod.key)),
+            comment: names::pod_chain_comment(dir, &pod.key),
             rules,
         });
     }
     rs.sets.append(&mut b.sets);
     rs
-}
-
-/// The pod chain's last rule: nothing allowed the packet (the chain's name
-/// and comment say which pod). Policies that allow nothing in `dir` (no
-/// jump to them) are named here.
-fn drop_comment(dir: Direction, deny_only: &[&NamespacedName]) -> String {
-    if deny_only.is_empty() {
-        return format!("no policy allowed this {dir}");
-    }
-    let names: Vec<String> = deny_only.iter().map(|p| p.to_string()).collect();
-    let verb = if names.len() == 1 { "allows" } else { "allow" };
-    format!(
-        "no policy allowed this {dir}; {} {verb} nothing",
-        names.join(", ")
-    )
 }
 
 fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> VerdictMap {
@@ -179,7 +164,7 @@ fn dispatch_map(resolution: &Resolution, dir: Direction, family: Family) -> Verd
     VerdictMap {
         name: names::dispatch_map(dir, family),
         family,
-        comment: format!("local pods isolated for {dir}: address to pod chain"),
+        comment: names::dispatch_map_comment(dir),
         elements,
     }
 }
@@ -223,18 +208,13 @@ fn base_chain(hook: Hook, dir: Direction, opts: &Options) -> Chain {
                     map: names::dispatch_map(dir, family),
                 },
             )
-            .comment(format!("isolated local pods to their {dir} chain")),
+            .comment(names::dispatch_rule_comment(dir)),
         );
     }
-    let what = match (hook, dir) {
-        (Hook::Input, _) => "egress of local pods to this node",
-        (Hook::Forward, Direction::Egress) => "egress of local pods (bridged and routed)",
-        (Hook::Forward, Direction::Ingress) => "ingress of local pods (bridged and routed)",
-    };
     Chain {
         name: names::base_chain(hook, dir),
         base: Some(BaseChain { hook, priority }),
-        comment: what.to_owned(),
+        comment: names::base_chain_comment(hook, dir).to_owned(),
         rules,
     }
 }
@@ -354,7 +334,7 @@ fn policy_parts<'r>(pod: &LocalPod, policy: &'r ResolvedPolicy) -> Vec<Part<'r>>
     let dir = policy.direction;
     let mut parts = Vec::new();
     for rule in &policy.rules {
-        let label = format!("{} {dir}[{}]", policy.key, rule.index);
+        let label = names::rule_label(&policy.key, dir, rule.index);
         let peers = match &rule.peers {
             Peers::Any => None,
             Peers::Addrs(set) if set.addrs.v4.is_empty() && set.addrs.v6.is_empty() => continue,
@@ -381,7 +361,7 @@ fn policy_parts<'r>(pod: &LocalPod, policy: &'r ResolvedPolicy) -> Vec<Part<'r>>
                             name,
                             ..
                         } if *owner == pod.key => parts.push(part(
-                            format!("{label} port {name}"),
+                            names::named_port_label(&label, name),
                             peers,
                             Some((*protocol, PortRange::single(*port))),
                         )),
@@ -392,7 +372,7 @@ fn policy_parts<'r>(pod: &LocalPod, policy: &'r ResolvedPolicy) -> Vec<Part<'r>>
                             name,
                             set,
                         } => parts.push(part(
-                            format!("{label} port {name}"),
+                            names::named_port_label(&label, name),
                             Some(Member {
                                 set,
                                 port: Some(*port),

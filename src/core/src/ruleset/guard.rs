@@ -132,13 +132,7 @@ pub fn gate_rules(gate: &Gate, dir: Direction) -> Vec<Rule> {
                 Verdict::Reject(family),
             )
             .counted()
-            .comment(format!(
-                "{} a pod address not programmed yet",
-                match dir {
-                    Direction::Egress => "from",
-                    Direction::Ingress => "to",
-                }
-            ))
+            .comment(names::gate_rule_comment(dir))
         })
         .collect()
 }

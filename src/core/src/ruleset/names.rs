@@ -33,9 +33,68 @@ pub fn pod_chain(dir: Direction, pod: &NamespacedName) -> String {
     limit(&format!("pod-{}-{}", dir.as_str(), pod))
 }
 
+/// The comment of a base chain.
+pub fn base_chain_comment(hook: Hook, dir: Direction) -> &'static str {
+    match (hook, dir) {
+        (Hook::Input, _) => "egress of local pods to this node",
+        (Hook::Forward, Direction::Egress) => "egress of local pods (bridged and routed)",
+        (Hook::Forward, Direction::Ingress) => "ingress of local pods (bridged and routed)",
+    }
+}
+
+/// The comment of a dispatch map.
+pub fn dispatch_map_comment(dir: Direction) -> String {
+    format!("local pods isolated for {dir}: address to pod chain")
+}
+
+/// The comment of a base chain's dispatch rule.
+pub fn dispatch_rule_comment(dir: Direction) -> String {
+    format!("isolated local pods to their {dir} chain")
+}
+
+/// The comment of a pod chain: `ingress of pod ns/pod`.
+pub fn pod_chain_comment(dir: Direction, pod: &NamespacedName) -> String {
+    comment(&format!("{dir} of pod {pod}"))
+}
+
+/// The comment of a pod chain's last rule: nothing allowed the packet
+/// (the chain's name and comment say which pod). Policies selecting the
+/// pod that allow nothing in `dir` are named here.
+pub fn drop_comment(dir: Direction, deny_only: &[&NamespacedName]) -> String {
+    if deny_only.is_empty() {
+        return format!("no policy allowed this {dir}");
+    }
+    let names: Vec<String> = deny_only.iter().map(|p| p.to_string()).collect();
+    let verb = if names.len() == 1 { "allows" } else { "allow" };
+    comment(&format!(
+        "no policy allowed this {dir}; {} {verb} nothing",
+        names.join(", ")
+    ))
+}
+
+/// A policy rule as rule comments name it: `ns/policy ingress[0]`.
+pub fn rule_label(policy: &NamespacedName, dir: Direction, index: usize) -> String {
+    format!("{policy} {dir}[{index}]")
+}
+
+/// A named port of a policy rule: `ns/policy egress[1] port dns`.
+pub fn named_port_label(rule: &str, name: &str) -> String {
+    format!("{rule} port {name}")
+}
+
 /// `local-pod-cidrs-v4`: the node's pod CIDRs of a family (the gate).
 pub fn gate_cidr_set(family: Family) -> String {
     format!("local-pod-cidrs-{}", family.suffix())
+}
+
+/// The comment of a gate rule: traffic from (egress) or to (ingress) a
+/// pod address the table does not know yet.
+pub fn gate_rule_comment(dir: Direction) -> String {
+    let which = match dir {
+        Direction::Egress => "from",
+        Direction::Ingress => "to",
+    };
+    format!("{which} a pod address not programmed yet")
 }
 
 /// `local-pods-v4`: the addresses of the pod CIDRs that are known (the gate).
