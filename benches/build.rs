@@ -191,6 +191,35 @@ fn merge_limit(c: &mut Criterion) {
     group.finish();
 }
 
+/// One `explain` of a flow between two pods (what the agent does for each
+/// allow it logs, to name the policies): it indexes the whole snapshot.
+fn explain_one(c: &mut Criterion) {
+    use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
+    let mut group = c.benchmark_group("explain");
+    group.sample_size(20);
+    for (pods, policies) in [(1_000, 100), (10_000, 1_000), (50_000, 5_000)] {
+        let s = cluster(Spec {
+            pods,
+            policies,
+            local_pods: 110,
+        });
+        let ends: Vec<_> = s.pods.keys().step_by(pods / 7).take(2).cloned().collect();
+        let flow = Flow {
+            from: Endpoint::Pod(ends[0].clone()),
+            to: Endpoint::Pod(ends[1].clone()),
+            protocol: Protocol::Tcp,
+            port: 8080,
+        };
+        explain(&s, &flow).expect("both pods exist");
+        group.bench_with_input(
+            BenchmarkId::new("one flow", format!("{pods}pods-{policies}policies")),
+            &s,
+            |b, s| b.iter(|| explain(s, &flow)),
+        );
+    }
+    group.finish();
+}
+
 /// VmHWM of this process, KiB (0 if unknown).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -203,5 +232,5 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-criterion_group!(benches, one_change, bench, merge_limit);
+criterion_group!(benches, one_change, bench, merge_limit, explain_one);
 criterion_main!(benches);

@@ -27,7 +27,19 @@ pub struct Applied {
     /// The snapshot (every node's pods: any of them can be a peer).
     pub snapshot: Arc<Snapshot>,
     addrs: OnceLock<HashMap<IpAddr, NamespacedName>>,
+    /// The allowing policies of flows already named, per direction and
+    /// flow without the source port: `explain` indexes the whole snapshot
+    /// (3.7 ms at 10,000 pods), and the connections between two pods keep
+    /// coming back. At most [`ALLOWING_CACHE`] entries.
+    allowing: Mutex<HashMap<AllowKey, Option<Vec<String>>>>,
 }
+
+/// How many named flows a view remembers.
+pub const ALLOWING_CACHE: usize = 4096;
+
+/// A logged allow without its source port: direction, addresses, protocol
+/// number, destination port.
+type AllowKey = (Direction, IpAddr, IpAddr, u8, Option<u16>);
 
 impl Applied {
     /// The view of a ruleset built from `snapshot` with ids `map`.
@@ -36,7 +48,25 @@ impl Applied {
             map,
             snapshot,
             addrs: OnceLock::new(),
+            allowing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The policies that allowed the logged packet `h` in `dir`
+    /// ([`allowing`]), remembered for the next connection of the same flow.
+    fn allowing(&self, dir: Direction, h: &Headers) -> Option<Vec<String>> {
+        let key = (dir, h.src, h.dst, h.protocol, h.dst_port);
+        let lock = || self.allowing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hit) = lock().get(&key) {
+            return hit.clone();
+        }
+        let named = allowing(&self.snapshot, dir, h);
+        let mut cache = lock();
+        if cache.len() >= ALLOWING_CACHE {
+            cache.clear();
+        }
+        cache.insert(key, named.clone());
+        named
     }
 
     /// The pod that has `ip` (active pods only: a hostNetwork pod's address
@@ -204,7 +234,7 @@ pub fn event(
                 Direction::Egress => src = Some(pod.clone()),
             }
             let allowing = match (verdict, h) {
-                (LogVerdict::Allow, Some(h)) => allowing(&view.snapshot, entry.direction, &h),
+                (LogVerdict::Allow, Some(h)) => view.allowing(entry.direction, &h),
                 _ => None,
             };
             e.policies =

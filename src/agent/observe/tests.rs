@@ -166,6 +166,27 @@ fn an_allow_record_names_the_policies_that_allowed_it() {
 }
 
 #[test]
+fn named_flows_are_remembered_per_flow_not_per_pod_pair() {
+    let (shared, id) = view(shop(), "pod-ingress-shop/db");
+    let allow = |sport, dport| {
+        let r = record(
+            &prefix(&id, LogVerdict::Allow),
+            "10.0.1.2",
+            "10.0.0.2",
+            6,
+            (sport, dport),
+        );
+        shared.event(&r, SystemTime::now()).policies
+    };
+    // The second connection of the flow comes from the cache, the same.
+    assert_eq!(allow(40000, 5432), ["shop/db-from-api"]);
+    assert_eq!(allow(40001, 5432), ["shop/db-from-api"]);
+    // Another port is another flow: no rule allows it (an allow record
+    // for it would be a stale one), so no policy is named for it.
+    assert!(allow(40002, 9999).is_empty());
+}
+
+#[test]
 fn unknown_ids_and_strangers_are_reported_not_lost() {
     let (shared, id) = view(shop(), "pod-ingress-shop/db");
     for (case, p) in [
