@@ -57,7 +57,7 @@ impl Invalid {
 pub fn namespace(ns: &core::Namespace) -> Result<model::Namespace, Invalid> {
     let name = name(&ns.metadata)?;
     let labels = ns.metadata.labels.clone().unwrap_or_default();
-    Ok(model::Namespace::new(name, labels))
+    Ok(model::Namespace::new(name, labels.into()))
 }
 
 /// A Pod: labels, node, IPs, hostNetwork, phase and container ports.

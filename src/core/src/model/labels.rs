@@ -5,8 +5,146 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// An object's labels, ordered so that iteration is deterministic.
-pub type Labels = BTreeMap<String, String>;
+/// An object's labels: one value per key, sorted by key, so that
+/// iteration is deterministic. A sorted vector, not a map: objects have a
+/// handful of labels, and at 100,000 pods a `BTreeMap` each (one 11-slot
+/// node for two labels) was 65 MiB of the cluster model.
+///
+/// `Debug` prints a map, as the `BTreeMap` did: set names hash the peer
+/// keys' canonical text, which contains it (`resolve/key.rs`).
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(Vec<(String, String)>);
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// The iterator of [`Labels::iter`].
+pub type LabelsIter<'a> = std::iter::Map<
+    std::slice::Iter<'a, (String, String)>,
+    fn(&'a (String, String)) -> (&'a String, &'a String),
+>;
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key))
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.find(key).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `key` is set.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.find(key).is_ok()
+    }
+
+    /// Sets `key` to `value`; the value it had.
+    pub fn insert(&mut self, key: String, value: String) -> Option<String> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    /// Removes `key`; the value it had.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        self.find(key).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// (key, value) pairs, sorted by key.
+    pub fn iter(&self) -> LabelsIter<'_> {
+        fn pair(p: &(String, String)) -> (&String, &String) {
+            (&p.0, &p.1)
+        }
+        self.0
+            .iter()
+            .map(pair as fn(&(String, String)) -> (&String, &String))
+    }
+
+    /// How many labels.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    /// The last value of a key repeated in `iter` wins, as in a map.
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        let mut v: Vec<(String, String)> = iter.into_iter().collect();
+        // Stable: among equal keys the last one given stays last.
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(v.len());
+        for (k, val) in v {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = val,
+                _ => out.push((k, val)),
+            }
+        }
+        Labels(out)
+    }
+}
+
+impl Extend<(String, String)> for Labels {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, iter: I) {
+        for (k, v) in iter {
+            self.insert(k, v);
+        }
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Labels(map.into_iter().collect())
+    }
+}
+
+impl serde::Serialize for Labels {
+    /// As a map, the way the API writes labels.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl std::ops::Index<&str> for Labels {
+    type Output = String;
+    /// The value of `key`; panics if it is not set, as a map does.
+    fn index(&self, key: &str) -> &String {
+        self.get(key).unwrap_or_else(|| panic!("no label {key:?}"))
+    }
+}
+
+impl IntoIterator for Labels {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a String, &'a String);
+    type IntoIter = LabelsIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
 
 /// One `matchExpressions` operator with its values.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -129,6 +267,34 @@ mod tests {
 
     fn set(vs: &[&str]) -> BTreeSet<String> {
         vs.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    /// Labels behave as the map they replace: sorted, one value per key,
+    /// the last value given wins, the same order and equality.
+    #[test]
+    fn labels_behave_as_a_map() {
+        let pairs = [("b", "1"), ("a", "2"), ("c", "3"), ("a", "4")];
+        let l = labels(&pairs);
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let got: Vec<(&String, &String)> = l.iter().collect();
+        let want: Vec<(&String, &String)> = map.iter().collect();
+        assert_eq!(got, want);
+        assert_eq!(l, Labels::from(map));
+        let mut m = l.clone();
+        assert_eq!(m.insert("a".into(), "5".into()), Some("4".into()));
+        assert_eq!(m.insert("0".into(), "6".into()), None);
+        assert_eq!(m.remove("c"), Some("3".into()));
+        assert_eq!(m.remove("c"), None);
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["0", "a", "b"]);
+        assert_eq!((m.get("a").map(String::as_str), m.len()), (Some("5"), 3));
+        assert!(m.contains_key("0") && !m.contains_key("c"));
+        m.extend([("b".to_owned(), "7".to_owned())]);
+        assert_eq!(m["b"], "7");
+        assert!(labels(&[]).is_empty());
     }
 
     #[test]

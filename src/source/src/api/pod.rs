@@ -21,7 +21,7 @@ pub(super) fn pod(namespace: &str, name: &str, pod: &core::Pod) -> Result<Pod, I
     Ok(Pod {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default().into(),
         node: spec
             .and_then(|s| s.node_name.clone())
             .filter(|n| !n.is_empty()),

@@ -171,7 +171,7 @@ fn port(p: &net::NetworkPolicyPort, field: &str) -> Result<PortSpec, Invalid> {
 /// A label selector: matchLabels AND matchExpressions.
 fn selector(s: &LabelSelector, field: &str) -> Result<Selector, Invalid> {
     let mut out = Selector {
-        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_labels: s.match_labels.clone().unwrap_or_default().into(),
         match_expressions: Vec::new(),
     };
     for (i, req) in s.match_expressions.iter().flatten().enumerate() {
