@@ -15,15 +15,25 @@ use nftpolicy_nft::{Dataplane, FakeDataplane};
 use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
 use nftpolicy_testkit::{pod, PodExt, PolicyExt, RuleExt};
 
+/// The three synthetic clusters the benches compare: (pods, policies,
+/// snapshot), 110 pods on the node under test.
+fn sizes() -> impl Iterator<Item = (usize, usize, Snapshot)> {
+    [(1_000, 100), (10_000, 1_000), (50_000, 5_000)]
+        .into_iter()
+        .map(|(pods, policies)| {
+            let spec = Spec {
+                pods,
+                policies,
+                local_pods: 110,
+            };
+            (pods, policies, cluster(spec))
+        })
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("resolve+build");
     group.sample_size(20);
-    for (pods, policies) in [(1_000, 100), (10_000, 1_000), (50_000, 5_000)] {
-        let s = cluster(Spec {
-            pods,
-            policies,
-            local_pods: 110,
-        });
+    for (pods, policies, s) in sizes() {
         let rs = build(&resolve(&s, LOCAL_NODE));
         eprintln!(
             "{pods} pods / {policies} policies: {} chains, {} rules, {} set elements",
@@ -197,12 +207,7 @@ fn explain_one(c: &mut Criterion) {
     use nftpolicy_core::resolve::explain::{explain, Endpoint, Flow};
     let mut group = c.benchmark_group("explain");
     group.sample_size(20);
-    for (pods, policies) in [(1_000, 100), (10_000, 1_000), (50_000, 5_000)] {
-        let s = cluster(Spec {
-            pods,
-            policies,
-            local_pods: 110,
-        });
+    for (pods, policies, s) in sizes() {
         let ends: Vec<_> = s.pods.keys().step_by(pods / 7).take(2).cloned().collect();
         let flow = Flow {
             from: Endpoint::Pod(ends[0].clone()),

@@ -14,6 +14,7 @@
 //! rule. Rule comments name the policy rules, set comments the peer
 //! definitions, elements their pods or blocks.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::{guard, names};
@@ -23,8 +24,8 @@ use super::{
 };
 use crate::model::{Direction, NamespacedName};
 use crate::resolve::{
-    normalise, LocalPod, NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy, SetKey,
-    UnionMember,
+    normalise, Addr, LocalPod, NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy,
+    SetKey, UnionMember,
 };
 
 /// Peer sets with more addresses of one family than this are not copied
@@ -116,13 +117,13 @@ fn build_inner(
             }
         }
     }
-    let keys: Vec<SetKey> = plans
+    let keys = plans
         .iter()
-        .flat_map(|(_, _, plan)| plan.rules.iter().filter_map(|r| r.lookup.key()))
-        .collect();
+        .flat_map(|(_, _, plan)| plan.rules.iter().filter_map(|r| r.lookup.as_ref()))
+        .map(|l| &l.key);
     let mut b = Builder {
         sets: Vec::new(),
-        ids: names::SetIds::with_hash(&keys, hash),
+        ids: names::SetIds::with_hash(keys, hash),
         added: HashSet::new(),
     };
     for (pod, dir, plan) in plans {
@@ -251,35 +252,35 @@ impl Member<'_> {
     }
 }
 
-/// How a planned rule matches the other end's address.
-enum Lookup<'r> {
-    /// Any address, either family.
-    Any,
-    /// One peer set of one family.
-    One(Member<'r>, Family),
-    /// The union of these peer sets (two or more) of one family.
-    Union(Vec<Member<'r>>, Family),
+/// The set a planned rule looks the other end's address up in.
+struct Lookup<'r> {
+    /// One peer set, or the union of two or more.
+    members: Vec<Member<'r>>,
+    /// The family of the set.
+    family: Family,
+    /// Its key: the member's own, or [`SetKey::Union`] of the members.
+    key: SetKey,
 }
 
-impl Lookup<'_> {
-    /// The key of the set the lookup reads.
-    fn key(&self) -> Option<SetKey> {
-        match self {
-            Lookup::Any => None,
-            Lookup::One(m, _) => Some(m.set.key.clone()),
-            Lookup::Union(ms, _) => Some(union_key(ms)),
+impl<'r> Lookup<'r> {
+    fn new(members: Vec<Member<'r>>, family: Family) -> Self {
+        let key = match members.as_slice() {
+            [one] => one.set.key.clone(),
+            _ => SetKey::Union(members.iter().map(Member::union_member).collect()),
+        };
+        Self {
+            members,
+            family,
+            key,
         }
     }
-}
-
-fn union_key(members: &[Member<'_>]) -> SetKey {
-    SetKey::Union(members.iter().map(Member::union_member).collect())
 }
 
 /// One accept rule of a pod chain: ports, then the address lookup.
 struct Planned<'r> {
     ports: Option<(Protocol, PortRange)>,
-    lookup: Lookup<'r>,
+    /// `None`: any address, either family.
+    lookup: Option<Lookup<'r>>,
     /// The policy rules merged into it, sorted.
     labels: Vec<String>,
 }
@@ -442,17 +443,11 @@ fn merge<'r>(
     if parts.is_empty() {
         return;
     }
-    let labels = |ps: &mut dyn Iterator<Item = &Part<'r>>| {
-        let mut l: Vec<String> = ps.map(|p| p.label.clone()).collect();
-        l.sort();
-        l.dedup();
-        l
-    };
     if parts.iter().any(|p| p.peers.is_none()) {
         out.push(Planned {
             ports,
-            lookup: Lookup::Any,
-            labels: labels(&mut parts.iter().copied().filter(|p| p.peers.is_none())),
+            lookup: None,
+            labels: labels(parts.iter().copied().filter(|p| p.peers.is_none())),
         });
         return;
     }
@@ -475,24 +470,28 @@ fn merge<'r>(
         if !small.is_empty() {
             let mut ms: Vec<Member<'r>> = small.iter().map(|(m, _)| *m).collect();
             ms.sort_by(|a, b| (&a.set.key, a.port).cmp(&(&b.set.key, b.port)));
-            let lookup = match ms.as_slice() {
-                [one] => Lookup::One(*one, family),
-                _ => Lookup::Union(ms, family),
-            };
             out.push(Planned {
                 ports,
-                lookup,
-                labels: labels(&mut small.iter().flat_map(|(_, u)| u.iter().copied())),
+                lookup: Some(Lookup::new(ms, family)),
+                labels: labels(small.iter().flat_map(|(_, u)| u.iter().copied())),
             });
         }
         for (m, users) in large {
             out.push(Planned {
                 ports,
-                lookup: Lookup::One(m, family),
-                labels: labels(&mut users.into_iter()),
+                lookup: Some(Lookup::new(vec![m], family)),
+                labels: labels(users.into_iter()),
             });
         }
     }
+}
+
+/// The labels of `parts`, sorted, each once.
+fn labels<'p, 'r: 'p>(parts: impl Iterator<Item = &'p Part<'r>>) -> Vec<String> {
+    let mut l: Vec<String> = parts.map(|p| p.label.clone()).collect();
+    l.sort();
+    l.dedup();
+    l
 }
 
 /// The sets made so far, the set ids, and the names already in the table.
@@ -518,43 +517,36 @@ impl Builder {
             Some((protocol, ALL_PORTS)) => matches.push(Match::L4Proto(protocol)),
             Some((protocol, ports)) => matches.push(Match::DestPort { protocol, ports }),
         }
-        if let Some((set, family)) = self.set(&planned.lookup) {
+        if let Some(lookup) = &planned.lookup {
+            let set = self.set(lookup);
+            let family = lookup.family;
             matches.push(Match::AddrInSet { family, field, set });
         }
         Rule::new(matches, Verdict::Accept).comment(names::label_list(&planned.labels))
     }
 
     /// The name of the set `lookup` reads, added to the table on first use.
-    fn set(&mut self, lookup: &Lookup<'_>) -> Option<(String, Family)> {
-        let (key, family) = match lookup {
-            Lookup::Any => return None,
-            Lookup::One(m, f) => (m.set.key.clone(), *f),
-            Lookup::Union(ms, f) => (union_key(ms), *f),
-        };
-        let id = self.ids.id(&key);
-        let name = match lookup {
-            Lookup::One(
-                Member {
-                    set,
-                    port: Some(port),
-                },
-                _,
-            ) => match &set.key {
+    fn set(&mut self, lookup: &Lookup<'_>) -> String {
+        let (id, family) = (self.ids.id(&lookup.key), lookup.family);
+        let name = match lookup.members.as_slice() {
+            [Member {
+                set,
+                port: Some(port),
+            }] => match &set.key {
                 SetKey::NamedPort(k) => names::named_port_set(&id, k.protocol, *port, family),
                 _ => names::peer_set(&id, family),
             },
-            Lookup::One(..) => names::peer_set(&id, family),
-            Lookup::Union(..) | Lookup::Any => names::union_set(&id, family),
+            [_] => names::peer_set(&id, family),
+            _ => names::union_set(&id, family),
         };
         if self.added.insert(name.clone()) {
-            let addrs = match lookup {
-                Lookup::One(m, _) => m.set.addrs.family(family).to_vec(),
-                Lookup::Union(ms, _) => normalise(
+            let addrs: Cow<'_, [Addr]> = match lookup.members.as_slice() {
+                [one] => Cow::Borrowed(one.set.addrs.family(family)),
+                ms => Cow::Owned(normalise(
                     ms.iter()
                         .flat_map(|m| m.set.addrs.family(family).iter().cloned())
                         .collect(),
-                ),
-                Lookup::Any => Vec::new(),
+                )),
             };
             let elements: Vec<SetElement> = addrs
                 .iter()
@@ -567,10 +559,10 @@ impl Builder {
                 name: name.clone(),
                 family,
                 interval: elements.iter().any(|e| e.range.is_range()),
-                comment: names::describe_set(&key),
+                comment: names::describe_set(&lookup.key),
                 elements,
             });
         }
-        Some((name, family))
+        name
     }
 }
