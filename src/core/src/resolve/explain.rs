@@ -11,6 +11,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::index::Index;
 use super::Compiler;
 use crate::model::{Direction, NamespacedName, Pod, Protocol, Snapshot};
 
@@ -124,7 +125,8 @@ pub fn explain(snapshot: &Snapshot, flow: &Flow) -> Result<Explanation, ExplainE
     let from_pod = endpoint_pod(snapshot, &flow.from)?;
     let to_pod = endpoint_pod(snapshot, &flow.to)?;
     let (from, to) = addresses(&flow.from, from_pod, &flow.to, to_pod)?;
-    let mut compiler = Compiler::new(snapshot);
+    let index = Index::new(snapshot);
+    let mut compiler = Compiler::new(snapshot, &index);
     let egress = judge(
         snapshot,
         &mut compiler,

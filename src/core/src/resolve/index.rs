@@ -1,98 +1,212 @@
 //! An index of the snapshot's active pods by namespace and by label, and of
 //! namespaces by label, so that selectors are answered without scanning
 //! every pod.
+//!
+//! The index owns its pods (shared `Arc`s of the snapshot's) and keeps each
+//! in a slot; posting lists hold slots, sorted. A full resolve builds it
+//! once per sync; the incremental resolver keeps one across syncs and
+//! moves only the pods that changed ([`Index::update`]).
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use super::Origin;
 
-use crate::model::{NamespaceScope, Pod, Selector, Snapshot};
+use crate::model::{NamespaceScope, NamespacedName, Pod, Selector, Snapshot};
 
 /// Active pods (not hostNetwork, with an IP, not finished), indexed.
-pub struct Index<'a> {
-    snapshot: &'a Snapshot,
-    /// Active pods sorted by `ns/name`; everything else refers to them by position.
-    pub pods: Vec<&'a Pod>,
-    by_namespace: BTreeMap<&'a str, Vec<usize>>,
-    by_label: HashMap<(&'a str, &'a str), Vec<usize>>,
-    /// Each pod as the origin of set entries, aligned with `pods`; made on
-    /// first use (most pods are nobody's peer).
+#[derive(Default)]
+pub struct Index {
+    /// Slot → pod; `None` for a free slot.
+    slots: Vec<Option<Arc<Pod>>>,
+    /// Each pod as the origin of set entries, per slot; made on first use
+    /// (most pods are nobody's peer).
     origins: Vec<OnceCell<Origin>>,
+    /// Free slots, reused first.
+    free: Vec<usize>,
+    /// Slot of each pod, made on the first [`Index::update`] (a full
+    /// resolve never needs it).
+    slot_of: Option<HashMap<NamespacedName, usize>>,
+    active: usize,
+    by_namespace: BTreeMap<String, Vec<usize>>,
+    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
-impl<'a> Index<'a> {
-    /// Indexes the active pods of `snapshot`.
-    pub fn new(snapshot: &'a Snapshot) -> Self {
-        let pods: Vec<&Pod> = snapshot
-            .pods
-            .values()
-            .filter(|p| p.ignored().is_none())
-            .map(|p| &**p)
-            .collect();
-        let mut by_namespace: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        let mut by_label: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for (i, p) in pods.iter().enumerate() {
-            by_namespace
-                .entry(p.namespace.as_str())
-                .or_default()
-                .push(i);
-            for (k, v) in &p.labels {
-                by_label
-                    .entry((k.as_str(), v.as_str()))
-                    .or_default()
-                    .push(i);
+/// Inserts `v` into the sorted `list`.
+fn insert_sorted(list: &mut Vec<usize>, v: usize) {
+    if let Err(at) = list.binary_search(&v) {
+        list.insert(at, v);
+    }
+}
+
+/// Removes `v` from the sorted `list`; whether the list is now empty.
+fn remove_sorted(list: &mut Vec<usize>, v: usize) -> bool {
+    if let Ok(at) = list.binary_search(&v) {
+        list.remove(at);
+    }
+    list.is_empty()
+}
+
+impl Index {
+    /// Indexes the active pods of `snapshot`; slots follow the snapshot's
+    /// order (`ns/name`).
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let mut index = Self::default();
+        for p in snapshot.pods.values() {
+            if p.ignored().is_none() {
+                index.add(Arc::clone(p));
             }
         }
-        Self {
-            snapshot,
-            origins: vec![OnceCell::new(); pods.len()],
-            pods,
-            by_namespace,
-            by_label,
+        index
+    }
+
+    /// Puts `pod` (active) in a slot and in the posting lists.
+    fn add(&mut self, pod: Arc<Pod>) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                self.origins.push(OnceCell::new());
+                self.slots.len() - 1
+            }
+        };
+        insert_sorted(
+            self.by_namespace.entry(pod.namespace.clone()).or_default(),
+            slot,
+        );
+        for (k, v) in &pod.labels {
+            let values = match self.by_label.get_mut(k.as_str()) {
+                Some(values) => values,
+                None => self.by_label.entry(k.clone()).or_default(),
+            };
+            match values.get_mut(v.as_str()) {
+                Some(list) => insert_sorted(list, slot),
+                None => {
+                    values.insert(v.clone(), vec![slot]);
+                }
+            }
+        }
+        if let Some(slot_of) = &mut self.slot_of {
+            slot_of.insert(pod.key(), slot);
+        }
+        self.slots[slot] = Some(pod);
+        self.active += 1;
+    }
+
+    /// Takes the pod in `slot` out of the index.
+    fn take(&mut self, slot: usize) {
+        let Some(pod) = self.slots[slot].take() else {
+            return;
+        };
+        self.origins[slot] = OnceCell::new();
+        if let Some(list) = self.by_namespace.get_mut(pod.namespace.as_str()) {
+            if remove_sorted(list, slot) {
+                self.by_namespace.remove(pod.namespace.as_str());
+            }
+        }
+        for (k, v) in &pod.labels {
+            if let Some(values) = self.by_label.get_mut(k.as_str()) {
+                if values
+                    .get_mut(v.as_str())
+                    .is_some_and(|l| remove_sorted(l, slot))
+                {
+                    values.remove(v.as_str());
+                }
+                if values.is_empty() {
+                    self.by_label.remove(k.as_str());
+                }
+            }
+        }
+        if let Some(slot_of) = &mut self.slot_of {
+            slot_of.remove(&pod.key());
+        }
+        self.free.push(slot);
+        self.active -= 1;
+    }
+
+    /// Moves pod `key` to its new version (`None`: deleted). An inactive
+    /// version is not indexed.
+    pub fn update(&mut self, key: &NamespacedName, new: Option<&Arc<Pod>>) {
+        if self.slot_of.is_none() {
+            let slot_of = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().map(|p| (p.key(), i)))
+                .collect();
+            self.slot_of = Some(slot_of);
+        }
+        if let Some(slot) = self.slot_of.as_ref().and_then(|m| m.get(key)).copied() {
+            self.take(slot);
+        }
+        if let Some(pod) = new.filter(|p| p.ignored().is_none()) {
+            self.add(Arc::clone(pod));
         }
     }
 
-    /// The pod at position `i` as the origin of set entries (shared by all
-    /// of its entries in every set).
-    pub fn pod_origin(&self, i: usize) -> Origin {
-        self.origins[i]
-            .get_or_init(|| Origin::Pod(Rc::new(self.pods[i].key())))
+    /// The pod in `slot` (a slot a selection returned).
+    pub fn pod(&self, slot: usize) -> &Pod {
+        self.slots[slot]
+            .as_deref()
+            .expect("a selection returns occupied slots")
+    }
+
+    /// Every occupied slot, ascending.
+    pub fn all(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].is_some())
+            .collect()
+    }
+
+    /// The pod in `slot` as the origin of set entries (shared by all of its
+    /// entries in every set).
+    pub fn pod_origin(&self, slot: usize) -> Origin {
+        self.origins[slot]
+            .get_or_init(|| Origin::Pod(Rc::new(self.pod(slot).key())))
             .clone()
     }
 
-    /// Active pods whose `spec.nodeName` is `node`, sorted.
-    pub fn local_pods(&self, node: &str) -> Vec<&'a Pod> {
-        self.pods
+    /// Active pods whose `spec.nodeName` is `node`, sorted by key.
+    pub fn local_pods(&self, node: &str) -> Vec<&Pod> {
+        let mut local: Vec<&Pod> = self
+            .slots
             .iter()
-            .copied()
+            .flatten()
             .filter(|p| p.node.as_deref() == Some(node))
-            .collect()
+            .map(|p| &**p)
+            .collect();
+        local.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        local
     }
 
     /// Names of the namespaces in `scope` (seen from a policy in `own`).
     /// Namespaces known only through their pods count, with the label the API
     /// server would give them.
-    pub fn namespaces(&self, own: &str, scope: &NamespaceScope) -> Vec<&'a str> {
+    pub fn namespaces<'i>(
+        &'i self,
+        snapshot: &'i Snapshot,
+        own: &str,
+        scope: &NamespaceScope,
+    ) -> Vec<&'i str> {
         match scope {
             NamespaceScope::Own => self
                 .by_namespace
                 .get_key_value(own)
-                .map(|(ns, _)| *ns)
+                .map(|(ns, _)| ns.as_str())
                 .into_iter()
                 .collect(),
             NamespaceScope::Matching(sel) => {
-                let mut names: Vec<&str> = self
-                    .snapshot
+                let mut names: Vec<&str> = snapshot
                     .namespaces
                     .values()
                     .filter(|ns| sel.matches(&ns.labels))
                     .map(|ns| ns.name.as_str())
                     .collect();
                 for ns in self.by_namespace.keys() {
-                    if !self.snapshot.namespaces.contains_key(*ns)
-                        && sel.matches(&self.snapshot.namespace_labels(ns))
+                    if !snapshot.namespaces.contains_key(ns)
+                        && sel.matches(&snapshot.namespace_labels(ns))
                     {
                         names.push(ns);
                     }
@@ -103,7 +217,7 @@ impl<'a> Index<'a> {
         }
     }
 
-    /// Positions of the active pods in `namespaces` that `selector` matches, sorted.
+    /// Slots of the active pods in `namespaces` that `selector` matches, sorted.
     pub fn select(&self, namespaces: &[&str], selector: &Selector) -> Vec<usize> {
         // The shortest posting list of a matchLabels pair bounds the candidates.
         let posting = selector
@@ -111,18 +225,19 @@ impl<'a> Index<'a> {
             .iter()
             .map(|(k, v)| {
                 self.by_label
-                    .get(&(k.as_str(), v.as_str()))
+                    .get(k.as_str())
+                    .and_then(|values| values.get(v.as_str()))
                     .map_or(&[][..], Vec::as_slice)
             })
             .min_by_key(|l| l.len());
         let in_scope = |i: &usize| {
             namespaces
-                .binary_search(&self.pods[*i].namespace.as_str())
+                .binary_search(&self.pod(*i).namespace.as_str())
                 .is_ok()
         };
-        let matches = |i: &usize| selector.matches(&self.pods[*i].labels);
+        let matches = |i: &usize| selector.matches(&self.pod(*i).labels);
         match posting {
-            Some(list) if list.len() < self.pods.len() / 4 || namespaces.len() > 8 => list
+            Some(list) if list.len() < self.active / 4 || namespaces.len() > 8 => list
                 .iter()
                 .copied()
                 .filter(|i| in_scope(i) && matches(i))
@@ -130,7 +245,7 @@ impl<'a> Index<'a> {
             _ => {
                 let mut out: Vec<usize> = namespaces
                     .iter()
-                    .filter_map(|ns| self.by_namespace.get(ns))
+                    .filter_map(|ns| self.by_namespace.get(*ns))
                     .flatten()
                     .copied()
                     .filter(|i| matches(i))

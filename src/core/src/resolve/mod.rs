@@ -8,6 +8,7 @@
 //! policies reference, not with pods × policies × pods.
 
 pub mod explain;
+mod incremental;
 mod index;
 mod key;
 mod peers;
@@ -20,8 +21,9 @@ use std::rc::Rc;
 use ipnet::IpNet;
 
 use crate::model::net::{to_u128, AddrRange, Family, PortRange};
-use crate::model::{Direction, NamespacedName, Policy, Protocol, Snapshot};
+use crate::model::{Direction, NamespacedName, Pod, Policy, Protocol, Snapshot};
 
+pub use incremental::{changed_keys, differences, Changes, Incremental, Work};
 use index::Index;
 pub use key::{NamedPortKey, PeerKey, SetKey, UnionMember};
 
@@ -293,20 +295,22 @@ impl ResolvedRule {
     }
 }
 
-/// Compiles policies against one snapshot: the index of its pods and the
-/// cache of resolved selectors and peer sets. [`resolve`] and
-/// [`explain`](explain::explain) both judge through it, so the two cannot
-/// disagree on what a rule allows.
+/// Compiles policies against one snapshot: its index of pods and the
+/// cache of resolved selectors and peer sets. [`resolve`], the
+/// [`Incremental`] resolver and [`explain`](explain::explain) all judge
+/// through it, so they cannot disagree on what a rule allows.
 pub(crate) struct Compiler<'s> {
-    index: Index<'s>,
+    snapshot: &'s Snapshot,
+    index: &'s Index,
     cache: peers::PeerCache,
 }
 
 impl<'s> Compiler<'s> {
-    /// A compiler for `snapshot`.
-    pub(crate) fn new(snapshot: &'s Snapshot) -> Self {
+    /// A compiler for `snapshot`, whose active pods `index` holds.
+    pub(crate) fn new(snapshot: &'s Snapshot, index: &'s Index) -> Self {
         Self {
-            index: Index::new(snapshot),
+            snapshot,
+            index,
             cache: peers::PeerCache::default(),
         }
     }
@@ -317,17 +321,17 @@ impl<'s> Compiler<'s> {
         &mut self,
         policy: &Policy,
         dir: Direction,
-        selected: &[&crate::model::Pod],
+        selected: &[&Pod],
     ) -> Vec<ResolvedRule> {
         let own = policy.namespace.as_str();
-        let (index, cache) = (&self.index, &mut self.cache);
+        let (index, snapshot, cache) = (self.index, self.snapshot, &mut self.cache);
         policy
             .rules(dir)
             .iter()
             .enumerate()
             .map(|(i, rule)| {
                 let key = PeerKey::new(own, &rule.peers);
-                let peer_pods = cache.rule_pods(index, own, &rule.peers);
+                let peer_pods = cache.rule_pods(index, snapshot, own, &rule.peers);
                 let peers = if rule.peers.is_empty() {
                     Peers::Any
                 } else {
@@ -352,10 +356,43 @@ impl<'s> Compiler<'s> {
     }
 }
 
+/// Which of `candidates` (local pods of the policy's namespace) `policy`
+/// selects, as positions in `candidates`, and its compiled rules per
+/// direction it isolates; `None` when it isolates nothing or selects none
+/// of them.
+pub(crate) fn compile_policy(
+    compiler: &mut Compiler<'_>,
+    key: &NamespacedName,
+    policy: &Policy,
+    candidates: &[&Pod],
+) -> Option<(Vec<usize>, Vec<ResolvedPolicy>)> {
+    if !Direction::ALL.iter().any(|&dir| policy.isolates(dir)) {
+        return None;
+    }
+    let chosen: Vec<usize> = (0..candidates.len())
+        .filter(|&i| policy.selects(candidates[i]))
+        .collect();
+    if chosen.is_empty() {
+        return None;
+    }
+    let selected: Vec<&Pod> = chosen.iter().map(|&i| candidates[i]).collect();
+    let compiled = Direction::ALL
+        .into_iter()
+        .filter(|&dir| policy.isolates(dir))
+        .map(|dir| ResolvedPolicy {
+            key: key.clone(),
+            direction: dir,
+            rules: compiler.rules(policy, dir, &selected),
+        })
+        .collect();
+    Some((chosen, compiled))
+}
+
 /// Resolves the snapshot for the pods of `node`.
 pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
-    let mut compiler = Compiler::new(snapshot);
-    let local = compiler.index.local_pods(node);
+    let index = Index::new(snapshot);
+    let mut compiler = Compiler::new(snapshot, &index);
+    let local = index.local_pods(node);
     let mut ingress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut egress: Vec<Vec<NamespacedName>> = vec![Vec::new(); local.len()];
     let mut policies = Vec::new();
@@ -371,37 +408,23 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
     // Policies come sorted by key and `Direction::ALL` is in `Direction`'s
     // order, so `policies` comes out sorted by (key, direction).
     for (key, policy) in &snapshot.policies {
-        if !Direction::ALL.iter().any(|&dir| policy.isolates(dir)) {
-            continue;
-        }
-        let Some(candidates) = local_by_namespace.get(policy.namespace.as_str()) else {
+        let Some(positions) = local_by_namespace.get(policy.namespace.as_str()) else {
             continue;
         };
-        let selected: Vec<usize> = candidates
-            .iter()
-            .copied()
-            .filter(|&i| policy.selects(local[i]))
-            .collect();
-        if selected.is_empty() {
+        let candidates: Vec<&Pod> = positions.iter().map(|&i| local[i]).collect();
+        let Some((chosen, compiled)) = compile_policy(&mut compiler, key, policy, &candidates)
+        else {
             continue;
-        }
-        let selected_pods: Vec<_> = selected.iter().map(|&i| local[i]).collect();
-        for dir in Direction::ALL {
-            if !policy.isolates(dir) {
-                continue;
-            }
-            for &i in &selected {
-                match dir {
-                    Direction::Ingress => ingress[i].push(key.clone()),
-                    Direction::Egress => egress[i].push(key.clone()),
+        };
+        for r in &compiled {
+            for &c in &chosen {
+                match r.direction {
+                    Direction::Ingress => ingress[positions[c]].push(key.clone()),
+                    Direction::Egress => egress[positions[c]].push(key.clone()),
                 }
             }
-            policies.push(ResolvedPolicy {
-                key: key.clone(),
-                direction: dir,
-                rules: compiler.rules(policy, dir, &selected_pods),
-            });
         }
+        policies.extend(compiled);
     }
     debug_assert!(policies.is_sorted_by(|a, b| (&a.key, a.direction) < (&b.key, b.direction)));
 

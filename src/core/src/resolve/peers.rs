@@ -7,7 +7,7 @@ use std::rc::Rc;
 use super::index::Index;
 use super::{Addr, AddrLists, IpBlock, NamedPort, NamedPortKey, Origin, PeerKey, PeerSet, SetKey};
 use crate::model::net::{carve, AddrRange};
-use crate::model::{NamespaceScope, Peer, Selector};
+use crate::model::{NamespaceScope, Peer, Selector, Snapshot};
 
 /// Resolved selectors of one sync: identical (namespace scope, pod selector)
 /// pairs, common across policies, are looked up once; identical peer
@@ -24,7 +24,8 @@ impl PeerCache {
     /// Positions of the pods a `Pods` peer selects, seen from a policy in `own`.
     fn pods(
         &mut self,
-        index: &Index<'_>,
+        index: &Index,
+        snapshot: &Snapshot,
         own: &str,
         scope: &NamespaceScope,
         sel: &Selector,
@@ -38,7 +39,7 @@ impl PeerCache {
         if let Some(hit) = self.by_selector.get(&key) {
             return Rc::clone(hit);
         }
-        let namespaces = index.namespaces(own, scope);
+        let namespaces = index.namespaces(snapshot, own, scope);
         let found = Rc::new(index.select(&namespaces, sel));
         self.by_selector.insert(key, Rc::clone(&found));
         found
@@ -48,7 +49,7 @@ impl PeerCache {
     /// `pods` are the rule's peer pods (`rule_pods`).
     pub fn peer_set(
         &mut self,
-        index: &Index<'_>,
+        index: &Index,
         key: &PeerKey,
         pods: &Option<Rc<Vec<usize>>>,
     ) -> Rc<PeerSet> {
@@ -67,7 +68,8 @@ impl PeerCache {
     /// `None` when the rule has no peers (every address).
     pub fn rule_pods(
         &mut self,
-        index: &Index<'_>,
+        index: &Index,
+        snapshot: &Snapshot,
         own: &str,
         peers: &[Peer],
     ) -> Option<Rc<Vec<usize>>> {
@@ -77,7 +79,9 @@ impl PeerCache {
         let mut lists: Vec<Rc<Vec<usize>>> = peers
             .iter()
             .filter_map(|p| match p {
-                Peer::Pods { namespaces, pods } => Some(self.pods(index, own, namespaces, pods)),
+                Peer::Pods { namespaces, pods } => {
+                    Some(self.pods(index, snapshot, own, namespaces, pods))
+                }
                 Peer::IpBlock { .. } => None,
             })
             .collect();
@@ -93,7 +97,7 @@ impl PeerCache {
 
 /// The addresses of a rule's peers: every IP of every selected pod, and every
 /// ipBlock minus its excepts.
-pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer]) -> AddrLists {
+pub fn addresses(index: &Index, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer]) -> AddrLists {
     let mut entries: Vec<Addr> = pods
         .iter()
         .flat_map(|l| l.iter())
@@ -116,9 +120,10 @@ pub fn addresses(index: &Index<'_>, pods: &Option<Rc<Vec<usize>>>, peers: &[Peer
 }
 
 /// One entry per IP of the pod at position `i`.
-pub fn pod_entries<'i>(index: &'i Index<'_>, i: usize) -> impl Iterator<Item = Addr> + 'i {
+pub fn pod_entries(index: &Index, i: usize) -> impl Iterator<Item = Addr> + '_ {
     let origin = index.pod_origin(i);
-    index.pods[i]
+    index
+        .pod(i)
         .ips
         .iter()
         .map(move |ip| Addr::new(AddrRange::single(*ip), origin.clone()))

@@ -14,7 +14,7 @@ use crate::model::{Direction, Peer, Pod, PortRef, Protocol, Rule};
 /// `selected` are the local pods the policy selects; `peer_pods` the rule's
 /// peer pods (`None`: every pod).
 pub fn resolve_ports(
-    index: &Index<'_>,
+    index: &Index,
     cache: &mut PeerCache,
     peer_key: &PeerKey,
     dir: Direction,
@@ -88,7 +88,7 @@ fn local_named(selected: &[&Pod], name: &str, protocol: Protocol) -> Vec<NamedPo
 /// selected pod (all its addresses) or a pod whose address lies in one of the
 /// rule's ipBlocks (those addresses only); with no peers, every pod.
 fn peer_named(
-    index: &Index<'_>,
+    index: &Index,
     key: &NamedPortKey,
     rule: &Rule,
     peer_pods: Option<&Vec<usize>>,
@@ -104,11 +104,11 @@ fn peer_named(
         .collect();
     let candidates: Vec<usize> = match peer_pods {
         Some(list) if blocks.is_empty() => list.clone(),
-        _ => (0..index.pods.len()).collect(),
+        _ => index.all(),
     };
     let mut by_port: BTreeMap<u16, Vec<Addr>> = BTreeMap::new();
     for i in candidates {
-        let pod = index.pods[i];
+        let pod = index.pod(i);
         let Some(port) = pod.named_port(name, protocol) else {
             continue;
         };

@@ -1,0 +1,478 @@
+//! The incremental resolver: the same [`Resolution`] as [`resolve`], kept
+//! across syncs and brought up to date from what changed.
+//!
+//! It holds the index of pods, the node's active pods, and each policy that
+//! selects one of them compiled (the local pods it selects, its rules per
+//! direction), with what the compilation read: the pod selectors of its
+//! peers. Given the keys of the objects that changed since the last call
+//! ([`Changes`], from the watch events), it
+//!
+//! 1. moves each changed pod in the index;
+//! 2. marks for compiling again every policy that is new, edited or
+//!    deleted; every policy of a namespace where a local pod came, went or
+//!    changed (what it selects, and its ingress named ports, may change);
+//!    every policy one of whose peer selectors matches the old or the new
+//!    version of a changed pod, or one of whose namespace selectors matches
+//!    the old or the new labels of a changed namespace; and every policy
+//!    whose egress named ports look at every pod (a rule with named ports
+//!    and no peers, or with ipBlocks);
+//! 3. compiles those again through the resolver's own [`Compiler`], and
+//!    keeps every other policy's rules as they were (the same shared peer
+//!    sets).
+//!
+//! A change thus costs the policies and peer sets it touches, not the
+//! cluster. The agent checks the kept state against a full [`resolve`]
+//! from time to time (`docs/performance.md`); tests check it after every
+//! step of random event streams.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::index::Index;
+use super::{compile_policy, resolve, Compiler, LocalPod, Resolution, ResolvedPolicy};
+use crate::model::{
+    Direction, Labels, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Selector,
+    Snapshot,
+};
+
+/// The objects that changed between two snapshots, by key (from the watch
+/// events: a key may be listed without a real change).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Pods added, changed or deleted.
+    pub pods: BTreeSet<NamespacedName>,
+    /// Namespaces (by name) added, changed or deleted.
+    pub namespaces: BTreeSet<String>,
+    /// Policies added, changed or deleted.
+    pub policies: BTreeSet<NamespacedName>,
+}
+
+impl Changes {
+    /// Nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty() && self.namespaces.is_empty() && self.policies.is_empty()
+    }
+
+    /// Adds the keys of `other`.
+    pub fn merge(&mut self, other: Changes) {
+        self.pods.extend(other.pods);
+        self.namespaces.extend(other.namespaces);
+        self.policies.extend(other.policies);
+    }
+
+    /// The keys of every object that differs between `a` and `b` (a full
+    /// comparison: for tests and for callers without events).
+    pub fn between(a: &Snapshot, b: &Snapshot) -> Self {
+        Self {
+            pods: changed_keys(&a.pods, &b.pods),
+            namespaces: changed_keys(&a.namespaces, &b.namespaces),
+            policies: changed_keys(&a.policies, &b.policies),
+        }
+    }
+}
+
+/// The keys whose objects differ between two maps of a snapshot (in one
+/// and not the other, or unequal).
+pub fn changed_keys<K: Ord + Clone, V: PartialEq>(
+    a: &BTreeMap<K, Arc<V>>,
+    b: &BTreeMap<K, Arc<V>>,
+) -> BTreeSet<K> {
+    let gone = a.keys().filter(|k| !b.contains_key(*k));
+    let new_or_changed = b
+        .iter()
+        .filter(|(k, v)| {
+            a.get(*k)
+                .is_none_or(|old| !Arc::ptr_eq(old, v) && **old != ***v)
+        })
+        .map(|(k, _)| k);
+    gone.chain(new_or_changed).cloned().collect()
+}
+
+/// A pod selector a compiled policy read: its namespace scope (with the
+/// policy's namespace when the scope is its own) and the selector.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Dep {
+    /// The policy's namespace for [`NamespaceScope::Own`], else empty.
+    own: String,
+    scope: NamespaceScope,
+    pods: Selector,
+}
+
+impl Dep {
+    /// Whether `pod` (active), in a namespace labelled `ns_labels`, is one
+    /// of the pods this selector finds.
+    fn covers(&self, pod: &Pod, ns_labels: &Labels) -> bool {
+        let in_scope = match &self.scope {
+            NamespaceScope::Own => pod.namespace == self.own,
+            NamespaceScope::Matching(sel) => sel.matches(ns_labels),
+        };
+        in_scope && self.pods.matches(&pod.labels)
+    }
+}
+
+/// A policy selecting local pods, compiled.
+#[derive(Debug)]
+struct Entry {
+    /// The local pods it selects, sorted.
+    selected: Vec<NamespacedName>,
+    /// Its rules, per direction it isolates (in `Direction::ALL` order).
+    compiled: Vec<ResolvedPolicy>,
+    /// The pod selectors its peers read.
+    deps: Vec<Dep>,
+}
+
+/// What a policy's compilation reads besides the local pods.
+fn deps_of(policy: &Policy) -> (Vec<Dep>, bool) {
+    let mut deps = Vec::new();
+    let mut global = false;
+    for dir in Direction::ALL {
+        if !policy.isolates(dir) {
+            continue;
+        }
+        for rule in policy.rules(dir) {
+            for peer in &rule.peers {
+                if let Peer::Pods { namespaces, pods } = peer {
+                    let own = match namespaces {
+                        NamespaceScope::Own => policy.namespace.clone(),
+                        NamespaceScope::Matching(_) => String::new(),
+                    };
+                    deps.push(Dep {
+                        own,
+                        scope: namespaces.clone(),
+                        pods: pods.clone(),
+                    });
+                }
+            }
+            let named = rule
+                .ports
+                .iter()
+                .any(|p| matches!(p.port, Some(PortRef::Name(_))));
+            let open = rule.peers.is_empty()
+                || rule.peers.iter().any(|p| matches!(p, Peer::IpBlock { .. }));
+            global |= dir == Direction::Egress && named && open;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    deps.retain(|d| seen.insert(d.clone()));
+    (deps, global)
+}
+
+/// What the last call to [`Incremental::resolve`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// It resolved from scratch (first call, or no changes given).
+    pub full: bool,
+    /// Policies compiled again.
+    pub compiled: usize,
+    /// Policies kept compiled from before.
+    pub kept: usize,
+}
+
+struct State {
+    snapshot: Arc<Snapshot>,
+    index: Index,
+    /// The node's active pods.
+    local: BTreeMap<NamespacedName, Arc<Pod>>,
+    /// Policies that select a local pod.
+    entries: BTreeMap<NamespacedName, Entry>,
+    /// Which entries read each selector.
+    dependents: HashMap<Dep, BTreeSet<NamespacedName>>,
+    /// Entries whose egress named ports read every pod.
+    global: BTreeSet<NamespacedName>,
+}
+
+/// The resolver that keeps its work across syncs (see the module doc).
+/// Not `Send` (the resolution shares peer sets through `Rc`): it lives on
+/// the thread that syncs.
+pub struct Incremental {
+    node: String,
+    state: Option<State>,
+    work: Work,
+}
+
+fn is_local(pod: &Pod, node: &str) -> bool {
+    pod.ignored().is_none() && pod.node.as_deref() == Some(node)
+}
+
+/// The entries of `map` in namespace `ns` (keys sort by namespace first).
+fn in_namespace<'m, V>(
+    map: &'m BTreeMap<NamespacedName, V>,
+    ns: &str,
+) -> impl Iterator<Item = (&'m NamespacedName, &'m V)> + 'm {
+    let ns = ns.to_owned();
+    map.range(NamespacedName::new(ns.clone(), "")..)
+        .take_while(move |(k, _)| k.namespace == ns)
+}
+
+impl Incremental {
+    /// A resolver for the pods of `node`; its first call resolves from scratch.
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            state: None,
+            work: Work::default(),
+        }
+    }
+
+    /// What the last call did.
+    pub fn work(&self) -> Work {
+        self.work
+    }
+
+    /// Forgets the kept state: the next call resolves from scratch.
+    pub fn reset(&mut self) {
+        self.state = None;
+    }
+
+    /// The resolution of `snapshot`. `changes` are the keys of the objects
+    /// changed since the snapshot of the last call (every change, or more);
+    /// `None` resolves from scratch.
+    pub fn resolve(&mut self, snapshot: &Arc<Snapshot>, changes: Option<&Changes>) -> Resolution {
+        match (self.state.as_mut(), changes) {
+            (Some(state), Some(changes)) => {
+                let dirty = state.advance(snapshot, changes, &self.node);
+                let compiled = state.compile(&dirty);
+                self.work = Work {
+                    full: false,
+                    compiled,
+                    kept: state.entries.len().saturating_sub(compiled),
+                };
+            }
+            _ => {
+                let mut state = State::new(snapshot, &self.node);
+                let all: BTreeSet<NamespacedName> = snapshot.policies.keys().cloned().collect();
+                let compiled = state.compile(&all);
+                self.work = Work {
+                    full: true,
+                    compiled,
+                    kept: 0,
+                };
+                self.state = Some(state);
+            }
+        }
+        self.state.as_ref().expect("state set above").resolution()
+    }
+
+    /// Resolves `snapshot` from scratch and compares it with `kept` (what
+    /// the last call returned for the same snapshot): the number of local
+    /// pods and compiled policies that differ (0: the kept state is right).
+    /// On a difference the kept state is dropped, so the next call starts
+    /// over.
+    pub fn check(&mut self, snapshot: &Snapshot, kept: &Resolution) -> usize {
+        let full = resolve(snapshot, &self.node);
+        let n = differences(&full, kept);
+        if n > 0 {
+            self.reset();
+        }
+        n
+    }
+}
+
+/// How many local pods and compiled (policy, direction)s differ between
+/// two resolutions, matched by key.
+pub fn differences(a: &Resolution, b: &Resolution) -> usize {
+    fn count<T: PartialEq, K: Ord>(a: &[T], b: &[T], key: impl Fn(&T) -> K) -> usize {
+        let bm: BTreeMap<K, &T> = b.iter().map(|x| (key(x), x)).collect();
+        let am: BTreeMap<K, &T> = a.iter().map(|x| (key(x), x)).collect();
+        let only_or_different = am
+            .iter()
+            .filter(|(k, x)| bm.get(k).is_none_or(|y| y != *x))
+            .count();
+        only_or_different + bm.keys().filter(|k| !am.contains_key(k)).count()
+    }
+    count(&a.pods, &b.pods, |p: &LocalPod| p.key.clone())
+        + count(&a.policies, &b.policies, |p: &ResolvedPolicy| {
+            (p.key.clone(), p.direction)
+        })
+}
+
+impl State {
+    fn new(snapshot: &Arc<Snapshot>, node: &str) -> Self {
+        let local = snapshot
+            .pods
+            .iter()
+            .filter(|(_, p)| is_local(p, node))
+            .map(|(k, p)| (k.clone(), Arc::clone(p)))
+            .collect();
+        Self {
+            snapshot: Arc::clone(snapshot),
+            index: Index::new(snapshot),
+            local,
+            entries: BTreeMap::new(),
+            dependents: HashMap::new(),
+            global: BTreeSet::new(),
+        }
+    }
+
+    /// Moves to `snapshot`: updates the index and the local pods, and
+    /// returns the policies to compile again.
+    fn advance(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        changes: &Changes,
+        node: &str,
+    ) -> BTreeSet<NamespacedName> {
+        let prev = std::mem::replace(&mut self.snapshot, Arc::clone(snapshot));
+        let mut dirty: BTreeSet<NamespacedName> = changes.policies.clone();
+        let mut mark = |who: &BTreeSet<NamespacedName>| dirty.extend(who.iter().cloned());
+
+        for ns in &changes.namespaces {
+            let (old, new) = (prev.namespace_labels(ns), snapshot.namespace_labels(ns));
+            if old == new {
+                continue;
+            }
+            for (dep, who) in &self.dependents {
+                if let NamespaceScope::Matching(sel) = &dep.scope {
+                    if sel.matches(&old) || sel.matches(&new) {
+                        mark(who);
+                    }
+                }
+            }
+        }
+
+        let mut local_namespaces: BTreeSet<&str> = BTreeSet::new();
+        for key in &changes.pods {
+            let (old, new) = (prev.pods.get(key), snapshot.pods.get(key));
+            match (old, new) {
+                (None, None) => continue,
+                (Some(a), Some(b)) if Arc::ptr_eq(a, b) || a == b => continue,
+                _ => {}
+            }
+            self.index.update(key, new);
+            let now_local = new.filter(|p| is_local(p, node));
+            if old.is_some_and(|p| is_local(p, node)) || now_local.is_some() {
+                local_namespaces.insert(key.namespace.as_str());
+                match now_local {
+                    Some(p) => self.local.insert(key.clone(), Arc::clone(p)),
+                    None => self.local.remove(key),
+                };
+            }
+            let versions = [(old, &prev), (new, snapshot)].map(|(pod, s)| {
+                pod.filter(|p| p.ignored().is_none())
+                    .map(|p| (p, s.namespace_labels(&p.namespace)))
+            });
+            for (dep, who) in &self.dependents {
+                if versions
+                    .iter()
+                    .flatten()
+                    .any(|(p, ns_labels)| dep.covers(p, ns_labels))
+                {
+                    mark(who);
+                }
+            }
+            mark(&self.global);
+        }
+        for ns in local_namespaces {
+            dirty.extend(in_namespace(&snapshot.policies, ns).map(|(k, _)| k.clone()));
+            dirty.extend(in_namespace(&self.entries, ns).map(|(k, _)| k.clone()));
+        }
+        dirty
+    }
+
+    /// Compiles the policies `keys` again (dropping the old entries);
+    /// returns how many now select a local pod.
+    fn compile(&mut self, keys: &BTreeSet<NamespacedName>) -> usize {
+        let Self {
+            snapshot,
+            index,
+            local,
+            entries,
+            dependents,
+            global,
+        } = self;
+        let mut compiler = Compiler::new(snapshot, index);
+        let mut compiled = 0;
+        for key in keys {
+            if let Some(old) = entries.remove(key) {
+                for dep in old.deps {
+                    if let Some(who) = dependents.get_mut(&dep) {
+                        who.remove(key);
+                        if who.is_empty() {
+                            dependents.remove(&dep);
+                        }
+                    }
+                }
+                global.remove(key);
+            }
+            let Some(policy) = snapshot.policies.get(key) else {
+                continue;
+            };
+            let candidates: Vec<&Pod> = in_namespace(local, &policy.namespace)
+                .map(|(_, p)| &**p)
+                .collect();
+            let Some((chosen, rules)) = compile_policy(&mut compiler, key, policy, &candidates)
+            else {
+                continue;
+            };
+            let (deps, reads_all) = deps_of(policy);
+            for dep in &deps {
+                dependents
+                    .entry(dep.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            if reads_all {
+                global.insert(key.clone());
+            }
+            entries.insert(
+                key.clone(),
+                Entry {
+                    selected: chosen.iter().map(|&i| candidates[i].key()).collect(),
+                    compiled: rules,
+                    deps,
+                },
+            );
+            compiled += 1;
+        }
+        compiled
+    }
+
+    /// The resolution the kept state stands for.
+    fn resolution(&self) -> Resolution {
+        let mut isolating: HashMap<&NamespacedName, [Vec<NamespacedName>; 2]> = HashMap::new();
+        let mut policies = Vec::new();
+        for (key, entry) in &self.entries {
+            for r in &entry.compiled {
+                let side = match r.direction {
+                    Direction::Ingress => 0,
+                    Direction::Egress => 1,
+                };
+                for pod in &entry.selected {
+                    isolating.entry(pod).or_default()[side].push(key.clone());
+                }
+                policies.push(r.clone());
+            }
+        }
+        let pods = self
+            .local
+            .iter()
+            .map(|(key, p)| {
+                let [ingress, egress] = isolating.remove(key).unwrap_or_default();
+                LocalPod {
+                    key: key.clone(),
+                    ips: p.ips.clone(),
+                    ingress,
+                    egress,
+                }
+            })
+            .collect();
+        Resolution { pods, policies }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_between_snapshots_list_every_differing_key() {
+        let mut a = Snapshot::default();
+        a.add_namespace(crate::model::Namespace::new("ns", Labels::new()));
+        let b = a.clone();
+        assert!(Changes::between(&a, &b).is_empty());
+        let mut c = b.clone();
+        c.namespaces.clear();
+        let changes = Changes::between(&a, &c);
+        assert_eq!(changes.namespaces, BTreeSet::from(["ns".to_owned()]));
+    }
+}

@@ -1,0 +1,834 @@
+//! The incremental resolver against the full one: after any stream of
+//! cluster events, each call given the keys of what changed, it returns
+//! exactly `resolve(&snapshot, node)`; and a change costs the policies it
+//! touches, not the cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nftpolicy_core::model::*;
+use nftpolicy_core::resolve::{differences, resolve, Changes, Incremental, Resolution};
+use nftpolicy_testkit::*;
+use proptest::prelude::*;
+
+/// The node under test.
+const NODE: &str = "node0";
+/// Nodes pods run on (the first two are both checked).
+const NODES: [&str; 3] = ["node0", "node1", "node2"];
+/// Namespaces: the first three exist at the start, `n3` may come later.
+const NSS: [&str; 4] = ["n0", "n1", "n2", "n3"];
+const APPS: [&str; 3] = ["web", "db", "cache"];
+
+// ---------- model objects ----------
+
+/// Namespace labels, by choice.
+fn ns_labels(choice: u8) -> Vec<(&'static str, &'static str)> {
+    match choice % 4 {
+        0 => vec![],
+        1 => vec![("team", "red")],
+        2 => vec![("team", "blue")],
+        _ => vec![("team", "red"), ("env", "prod")],
+    }
+}
+
+/// A pod as generated: everything but its name is a choice.
+#[derive(Debug, Clone)]
+struct PodSpec {
+    ns: usize,
+    app: usize,
+    tier: bool,
+    node: usize,
+    ips: u8,
+    ports: u8,
+    kind: u8,
+}
+
+fn with_ips(mut p: Pod, id: usize, choice: u8) -> Pod {
+    p.ips.clear();
+    match choice % 6 {
+        0 => p
+            .ip(&format!("10.1.0.{}", id + 1))
+            .ip(&format!("fd00::{:x}", id + 1)),
+        1 => p.ip(&format!("10.1.0.{}", id + 1)),
+        // IP-less (not yet assigned).
+        2 => p,
+        // Shared with another pod.
+        3 => p.ip("10.1.0.3"),
+        4 => p.ip(&format!("10.1.0.{}", id + 100)),
+        _ => p.ip(&format!("fd00::{:x}", id + 1)),
+    }
+}
+
+fn with_ports(mut p: Pod, choice: u8) -> Pod {
+    p.ports.clear();
+    match choice % 6 {
+        0 => p,
+        1 => p.port("http", 80, Protocol::Tcp),
+        2 => p.port("http", 8080, Protocol::Tcp),
+        3 => p
+            .port("http", 80, Protocol::Tcp)
+            .port("dns", 53, Protocol::Udp),
+        4 => p.port("dns", 5353, Protocol::Udp),
+        _ => p.port("http", 80, Protocol::Udp),
+    }
+}
+
+fn with_kind(mut p: Pod, choice: u8) -> Pod {
+    p.host_network = false;
+    p.phase = PodPhase::Active;
+    match choice % 8 {
+        0 => p.host_network(),
+        1 => p.finished(),
+        _ => p,
+    }
+}
+
+fn relabel(mut p: Pod, app: usize, tier: bool) -> Pod {
+    p.labels = Labels::new();
+    let p = p.labels([("app", APPS[app % 3])]);
+    if tier {
+        p.labels([("tier", "x")])
+    } else {
+        p
+    }
+}
+
+fn build_pod(id: usize, spec: &PodSpec) -> Pod {
+    // Two in five on each checked node, one in five elsewhere.
+    let p = pod(NSS[spec.ns % 4], &format!("pod{id}")).node(NODES[spec.node % 5 / 2]);
+    let p = relabel(p, spec.app, spec.tier);
+    let p = with_ips(p, id, spec.ips);
+    let p = with_ports(p, spec.ports);
+    with_kind(p, spec.kind)
+}
+
+// ---------- generators ----------
+
+fn pod_spec() -> impl Strategy<Value = PodSpec> {
+    (
+        0..4usize,
+        0..3usize,
+        any::<bool>(),
+        0..5usize,
+        0..6u8,
+        0..6u8,
+        0..8u8,
+    )
+        .prop_map(|(ns, app, tier, node, ips, ports, kind)| PodSpec {
+            ns,
+            app,
+            tier,
+            node,
+            ips,
+            ports,
+            kind,
+        })
+}
+
+fn selector() -> impl Strategy<Value = Selector> {
+    prop_oneof![
+        Just(Selector::everything()),
+        (0..3usize).prop_map(|i| Selector::labels([("app", APPS[i])])),
+        (0..3usize).prop_map(|i| Selector::everything().with(
+            "app",
+            Operator::In([APPS[i].to_owned(), "db".to_owned()].into())
+        )),
+        (0..3usize)
+            .prop_map(|i| Selector::everything()
+                .with("app", Operator::NotIn([APPS[i].to_owned()].into()))),
+        Just(Selector::everything().with("tier", Operator::Exists)),
+        Just(Selector::everything().with("tier", Operator::DoesNotExist)),
+        Just(Selector::labels([("app", "web"), ("tier", "x")])),
+    ]
+}
+
+fn ns_selector() -> impl Strategy<Value = Selector> {
+    prop_oneof![
+        Just(Selector::everything()),
+        Just(Selector::labels([("team", "red")])),
+        (0..4usize).prop_map(|i| Selector::labels([("kubernetes.io/metadata.name", NSS[i])])),
+        Just(Selector::everything().with(
+            "team",
+            Operator::In(["red".to_owned(), "blue".to_owned()].into())
+        )),
+        Just(Selector::everything().with("team", Operator::DoesNotExist)),
+        Just(Selector::everything().with("env", Operator::Exists)),
+    ]
+}
+
+fn peer() -> impl Strategy<Value = Peer> {
+    prop_oneof![
+        selector().prop_map(|pods| Peer::Pods {
+            namespaces: NamespaceScope::Own,
+            pods
+        }),
+        ns_selector().prop_map(|n| Peer::Pods {
+            namespaces: NamespaceScope::Matching(n),
+            pods: Selector::everything()
+        }),
+        (ns_selector(), selector()).prop_map(|(n, pods)| Peer::Pods {
+            namespaces: NamespaceScope::Matching(n),
+            pods
+        }),
+        (0..4u8).prop_map(|i| {
+            let (cidr, except): (&str, Vec<&str>) = match i {
+                0 => ("10.1.0.0/24", vec![]),
+                1 => ("10.1.0.0/24", vec!["10.1.0.0/29"]),
+                2 => ("0.0.0.0/0", vec!["10.1.0.8/29"]),
+                _ => ("fd00::/64", vec!["fd00::/125"]),
+            };
+            Peer::IpBlock {
+                cidr: cidr.parse().unwrap(),
+                except: except.iter().map(|e| e.parse().unwrap()).collect(),
+            }
+        }),
+    ]
+}
+
+fn port_spec() -> impl Strategy<Value = PortSpec> {
+    let n = |v: u16| Some(PortRef::Number(std::num::NonZeroU16::new(v).unwrap()));
+    let named = |name: &str, protocol| PortSpec {
+        protocol,
+        port: Some(PortRef::Name(name.into())),
+        end_port: None,
+    };
+    prop_oneof![
+        1 => Just(PortSpec {
+            protocol: Protocol::Tcp,
+            port: n(80),
+            end_port: None
+        }),
+        1 => Just(PortSpec {
+            protocol: Protocol::Udp,
+            port: n(53),
+            end_port: None
+        }),
+        1 => Just(PortSpec {
+            protocol: Protocol::Tcp,
+            port: n(8000),
+            end_port: std::num::NonZeroU16::new(8080)
+        }),
+        1 => Just(PortSpec {
+            protocol: Protocol::Udp,
+            port: None,
+            end_port: None
+        }),
+        2 => Just(named("http", Protocol::Tcp)),
+        1 => Just(named("http", Protocol::Udp)),
+        2 => Just(named("dns", Protocol::Udp)),
+    ]
+}
+
+fn rule_s() -> impl Strategy<Value = Rule> {
+    (
+        prop::collection::vec(peer(), 0..3),
+        prop::collection::vec(port_spec(), 0..3),
+    )
+        .prop_map(|(peers, ports)| Rule { peers, ports })
+}
+
+fn types(choice: u8) -> Option<PolicyTypes> {
+    match choice % 4 {
+        0 => None,
+        1 => Some(PolicyTypes {
+            ingress: true,
+            egress: false,
+        }),
+        2 => Some(PolicyTypes {
+            ingress: false,
+            egress: true,
+        }),
+        _ => Some(PolicyTypes {
+            ingress: true,
+            egress: true,
+        }),
+    }
+}
+
+fn policy_s() -> impl Strategy<Value = Policy> {
+    (
+        0..4usize,
+        0..8usize,
+        selector(),
+        0..4u8,
+        prop::collection::vec(rule_s(), 0..3),
+        prop::collection::vec(rule_s(), 0..3),
+    )
+        .prop_map(|(ns, id, sel, t, ingress, egress)| Policy {
+            namespace: NSS[ns].to_owned(),
+            name: format!("p{id}"),
+            pod_selector: sel,
+            policy_types: types(t),
+            ingress,
+            egress,
+        })
+}
+
+fn cluster() -> impl Strategy<Value = Snapshot> {
+    (
+        prop::collection::vec(pod_spec(), 8..=16),
+        prop::collection::vec(0..4u8, 3),
+        prop::collection::vec(policy_s(), 2..9),
+    )
+        .prop_map(|(pods, labels, policies)| {
+            let nss = (0..3).map(|i| namespace(NSS[i], ns_labels(labels[i])));
+            let pods = pods.iter().enumerate().map(|(i, spec)| build_pod(i, spec));
+            snapshot(nss, pods, policies)
+        })
+}
+
+/// One watch event; `usize`s pick an existing object (modulo the count).
+#[derive(Debug, Clone)]
+enum Event {
+    AddPod(usize, PodSpec),
+    DeletePod(usize),
+    RelabelPod(usize, usize, bool),
+    PodIps(usize, u8),
+    MovePod(usize, usize),
+    PodPorts(usize, u8),
+    PodKind(usize, u8),
+    AddNamespace(usize, u8),
+    /// With `true`, its pods and policies go too.
+    DeleteNamespace(usize, bool),
+    RelabelNamespace(usize, u8),
+    AddPolicy(Policy),
+    DeletePolicy(usize),
+    EditPolicySelector(usize, Selector),
+    EditPolicyRules(usize, Vec<Rule>, Vec<Rule>),
+    EditPolicyTypes(usize, u8),
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    let i = || any::<usize>();
+    prop_oneof![
+        2 => (0..20usize, pod_spec()).prop_map(|(id, s)| Event::AddPod(id, s)),
+        1 => i().prop_map(Event::DeletePod),
+        3 => (i(), 0..3usize, any::<bool>()).prop_map(|(p, a, t)| Event::RelabelPod(p, a, t)),
+        2 => (i(), 0..6u8).prop_map(|(p, c)| Event::PodIps(p, c)),
+        2 => (i(), 0..3usize).prop_map(|(p, n)| Event::MovePod(p, n)),
+        2 => (i(), 0..6u8).prop_map(|(p, c)| Event::PodPorts(p, c)),
+        1 => (i(), 0..8u8).prop_map(|(p, c)| Event::PodKind(p, c)),
+        1 => (0..4usize, 0..4u8).prop_map(|(n, c)| Event::AddNamespace(n, c)),
+        1 => (i(), any::<bool>()).prop_map(|(n, c)| Event::DeleteNamespace(n, c)),
+        2 => (i(), 0..4u8).prop_map(|(n, c)| Event::RelabelNamespace(n, c)),
+        1 => policy_s().prop_map(Event::AddPolicy),
+        1 => i().prop_map(Event::DeletePolicy),
+        1 => (i(), selector()).prop_map(|(p, s)| Event::EditPolicySelector(p, s)),
+        2 => (
+            i(),
+            prop::collection::vec(rule_s(), 0..3),
+            prop::collection::vec(rule_s(), 0..3)
+        )
+            .prop_map(|(p, ing, eg)| Event::EditPolicyRules(p, ing, eg)),
+        1 => (i(), 0..4u8).prop_map(|(p, t)| Event::EditPolicyTypes(p, t)),
+    ]
+}
+
+// ---------- applying events ----------
+
+fn nth<K: Clone, V>(map: &BTreeMap<K, V>, i: usize) -> Option<K> {
+    (!map.is_empty()).then(|| map.keys().nth(i % map.len()).unwrap().clone())
+}
+
+fn pod_id(p: &Pod) -> usize {
+    p.name.trim_start_matches("pod").parse().unwrap()
+}
+
+/// Applies `ev` to `s`: the keys it touched and what it did, in words.
+fn apply(s: &mut Snapshot, ev: &Event) -> (Changes, String) {
+    let mut ch = Changes::default();
+    let what = match ev {
+        Event::AddPod(id, spec) => {
+            let p = build_pod(*id, spec);
+            let what = format!("add/replace pod {p:?}");
+            ch.pods.insert(p.key());
+            s.add_pod(p);
+            what
+        }
+        Event::AddNamespace(n, c) => {
+            let ns = namespace(NSS[*n], ns_labels(*c));
+            ch.namespaces.insert(ns.name.clone());
+            let what = format!("add/replace namespace {} {:?}", ns.name, ns.labels);
+            s.add_namespace(ns);
+            what
+        }
+        Event::AddPolicy(p) => {
+            ch.policies
+                .insert(NamespacedName::new(p.namespace.clone(), p.name.clone()));
+            s.add_policy(p.clone());
+            format!("add/replace policy {p:?}")
+        }
+        Event::DeletePod(i)
+        | Event::RelabelPod(i, ..)
+        | Event::PodIps(i, _)
+        | Event::MovePod(i, _)
+        | Event::PodPorts(i, _)
+        | Event::PodKind(i, _) => {
+            let Some(key) = nth(&s.pods, *i) else {
+                return (ch, format!("{ev:?}: no pod"));
+            };
+            ch.pods.insert(key.clone());
+            if matches!(ev, Event::DeletePod(_)) {
+                s.pods.remove(&key);
+                return (ch, format!("delete pod {key}"));
+            }
+            let old = (*s.pods[&key]).clone();
+            let id = pod_id(&old);
+            let new = match ev {
+                Event::RelabelPod(_, app, tier) => relabel(old, *app, *tier),
+                Event::PodIps(_, c) => with_ips(old, id, *c),
+                Event::MovePod(_, n) => old.node(NODES[*n]),
+                Event::PodPorts(_, c) => with_ports(old, *c),
+                Event::PodKind(_, c) => with_kind(old, *c),
+                _ => unreachable!(),
+            };
+            let what = format!("{ev:?} -> {new:?}");
+            s.add_pod(new);
+            what
+        }
+        Event::DeleteNamespace(i, cascade) => {
+            let Some(name) = nth(&s.namespaces, *i) else {
+                return (ch, format!("{ev:?}: no namespace"));
+            };
+            s.namespaces.remove(&name);
+            ch.namespaces.insert(name.clone());
+            if *cascade {
+                let pods: Vec<_> = s
+                    .pods
+                    .keys()
+                    .filter(|k| k.namespace == name)
+                    .cloned()
+                    .collect();
+                let policies: Vec<_> = s
+                    .policies
+                    .keys()
+                    .filter(|k| k.namespace == name)
+                    .cloned()
+                    .collect();
+                for k in pods {
+                    s.pods.remove(&k);
+                    ch.pods.insert(k);
+                }
+                for k in policies {
+                    s.policies.remove(&k);
+                    ch.policies.insert(k);
+                }
+                format!("delete namespace {name} with its pods and policies")
+            } else {
+                format!("delete namespace {name} (its pods stay)")
+            }
+        }
+        Event::RelabelNamespace(i, c) => {
+            let Some(name) = nth(&s.namespaces, *i) else {
+                return (ch, format!("{ev:?}: no namespace"));
+            };
+            ch.namespaces.insert(name.clone());
+            s.add_namespace(namespace(&name, ns_labels(*c)));
+            format!("relabel namespace {name} {:?}", ns_labels(*c))
+        }
+        Event::DeletePolicy(i)
+        | Event::EditPolicySelector(i, _)
+        | Event::EditPolicyRules(i, ..)
+        | Event::EditPolicyTypes(i, _) => {
+            let Some(key) = nth(&s.policies, *i) else {
+                return (ch, format!("{ev:?}: no policy"));
+            };
+            ch.policies.insert(key.clone());
+            if matches!(ev, Event::DeletePolicy(_)) {
+                s.policies.remove(&key);
+                return (ch, format!("delete policy {key}"));
+            }
+            let mut p = (*s.policies[&key]).clone();
+            match ev {
+                Event::EditPolicySelector(_, sel) => p.pod_selector = sel.clone(),
+                Event::EditPolicyRules(_, ing, eg) => {
+                    p.ingress = ing.clone();
+                    p.egress = eg.clone();
+                }
+                Event::EditPolicyTypes(_, t) => p.policy_types = types(*t),
+                _ => unreachable!(),
+            }
+            let what = format!("edit policy {key} -> {p:?}");
+            s.add_policy(p);
+            what
+        }
+    };
+    (ch, what)
+}
+
+/// The local pods and (policy, direction)s that differ, both versions.
+fn diff(got: &Resolution, want: &Resolution) -> String {
+    let mut out = String::new();
+    for w in &want.pods {
+        match got.pods.iter().find(|g| g.key == w.key) {
+            Some(g) if g == w => {}
+            g => out += &format!("pod {}:\n  got  {g:?}\n  want {w:?}\n", w.key),
+        }
+    }
+    for g in got
+        .pods
+        .iter()
+        .filter(|g| !want.pods.iter().any(|w| w.key == g.key))
+    {
+        out += &format!("pod {}: got {g:?}, want nothing\n", g.key);
+    }
+    for w in &want.policies {
+        match got
+            .policies
+            .iter()
+            .find(|g| g.key == w.key && g.direction == w.direction)
+        {
+            Some(g) if g == w => {}
+            g => {
+                out += &format!(
+                    "policy {} {}:\n  got  {g:?}\n  want {w:?}\n",
+                    w.key, w.direction
+                )
+            }
+        }
+    }
+    for g in got.policies.iter().filter(|g| {
+        !want
+            .policies
+            .iter()
+            .any(|w| w.key == g.key && w.direction == g.direction)
+    }) {
+        out += &format!(
+            "policy {} {}: got {g:?}, want nothing\n",
+            g.key, g.direction
+        );
+    }
+    out
+}
+
+/// Runs the stream: `(event, hold)`; a held event is synced together with
+/// the next ones (up to 4 in a batch).
+fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError> {
+    let mut s = initial;
+    let mut prev = Arc::new(s.clone());
+    let mut resolvers: Vec<(&str, Incremental)> = NODES[..2]
+        .iter()
+        .map(|&n| (n, Incremental::new(n)))
+        .collect();
+    for (node, inc) in &mut resolvers {
+        let got = inc.resolve(&prev, None);
+        prop_assert!(inc.work().full);
+        prop_assert_eq!(got, resolve(&prev, node));
+    }
+    let mut log: Vec<String> = Vec::new();
+    let (mut pending, mut batch) = (Changes::default(), 0);
+    for (i, (ev, hold)) in events.iter().enumerate() {
+        let (changes, what) = apply(&mut s, ev);
+        log.push(what);
+        pending.merge(changes);
+        batch += 1;
+        if *hold && batch < 4 && i + 1 < events.len() {
+            continue;
+        }
+        let next = Arc::new(s.clone());
+        // The test's own bookkeeping: every real change is listed.
+        let real = Changes::between(&prev, &next);
+        prop_assert!(
+            real.pods.is_subset(&pending.pods)
+                && real.namespaces.is_subset(&pending.namespaces)
+                && real.policies.is_subset(&pending.policies),
+            "test bug: {real:?} not in {pending:?}"
+        );
+        for (node, inc) in &mut resolvers {
+            let got = inc.resolve(&next, Some(&pending));
+            let want = resolve(&next, node);
+            prop_assert!(
+                !inc.work().full,
+                "an incremental call resolved from scratch"
+            );
+            prop_assert!(
+                got == want,
+                "node {node}: {} differences after the batch {:?}\n{}\nevents (-- = sync):\n{}",
+                differences(&got, &want),
+                pending,
+                diff(&got, &want),
+                log.join("\n")
+            );
+        }
+        log.push("--".to_owned());
+        prev = next;
+        pending = Changes::default();
+        batch = 0;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1500))]
+
+    #[test]
+    fn incremental_equals_full_after_every_event(
+        initial in cluster(),
+        events in prop::collection::vec((event(), prop::bool::weighted(0.3)), 1..30),
+    ) {
+        run(initial, &events)?;
+    }
+}
+
+// ---------- deterministic: the cost of a change ----------
+
+/// Namespaces a (team=red), b (team=blue), c (no labels), d (env=prod);
+/// local pods in a and b; `c/idle` on another node, selected by no peer.
+fn costed() -> Snapshot {
+    snapshot(
+        [
+            namespace("a", [("team", "red")]),
+            namespace("b", [("team", "blue")]),
+            namespace("c", []),
+            namespace("d", [("env", "prod")]),
+        ],
+        [
+            pod("a", "web")
+                .labels([("app", "web")])
+                .ip("10.0.0.1")
+                .node(NODE)
+                .port("http", 80, Protocol::Tcp),
+            pod("a", "db")
+                .labels([("app", "db")])
+                .ip("10.0.0.2")
+                .node("node1"),
+            pod("b", "api")
+                .labels([("app", "api")])
+                .ip("10.0.0.3")
+                .node(NODE),
+            pod("c", "idle")
+                .labels([("app", "idle")])
+                .ip("10.0.0.4")
+                .node("node1"),
+            pod("d", "job")
+                .labels([("app", "job")])
+                .ip("10.0.0.5")
+                .node("node1"),
+        ],
+        [
+            // a: from its own db pods.
+            policy("a", "from-db")
+                .select(Selector::labels([("app", "web")]))
+                .ingress(
+                    rule()
+                        .pods(Selector::labels([("app", "db")]))
+                        .named_port(Protocol::Tcp, "http"),
+                ),
+            // a: from every pod of red namespaces.
+            policy("a", "from-red").ingress(rule().namespaces(Selector::labels([("team", "red")]))),
+            // b: to app=db pods of blue namespaces.
+            policy("b", "to-blue-db").types(false, true).egress(
+                rule()
+                    .pods_in(
+                        Selector::labels([("team", "blue")]),
+                        Selector::labels([("app", "db")]),
+                    )
+                    .port(Protocol::Tcp, 5432),
+            ),
+            // b: from prod namespaces.
+            policy("b", "from-prod")
+                .ingress(rule().namespaces(Selector::everything().with("env", Operator::Exists))),
+            // c has no local pod: never compiled.
+            policy("c", "deny"),
+        ],
+    )
+}
+
+/// Starts an incremental resolver on `s` from scratch.
+fn start(s: &Snapshot) -> (Incremental, Arc<Snapshot>) {
+    let mut inc = Incremental::new(NODE);
+    let arc = Arc::new(s.clone());
+    assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    let w = inc.work();
+    assert!(w.full);
+    assert_eq!((w.compiled, w.kept), (4, 0), "the 4 policies of a and b");
+    (inc, arc)
+}
+
+/// Moves to `next` with the changes between the two snapshots; checks the
+/// result against the full resolve and returns (compiled, kept).
+fn step(inc: &mut Incremental, prev: &Snapshot, next: Snapshot) -> (usize, usize) {
+    let changes = Changes::between(prev, &next);
+    let next = Arc::new(next);
+    let got = inc.resolve(&next, Some(&changes));
+    let want = resolve(&next, NODE);
+    assert!(got == want, "{changes:?}:\n{}", diff(&got, &want));
+    let w = inc.work();
+    assert!(!w.full);
+    (w.compiled, w.kept)
+}
+
+#[test]
+fn relabelling_a_pod_no_peer_selects_compiles_nothing() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+    let mut next = s.clone();
+    next.add_pod(
+        pod("c", "idle")
+            .labels([("app", "other")])
+            .ip("10.0.0.4")
+            .node("node1"),
+    );
+    assert_eq!(step(&mut inc, &s, next), (0, 4));
+}
+
+#[test]
+fn changing_a_peer_pod_compiles_the_policies_reading_it() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+    // a/db is a peer of a/from-db (app=db) and of a/from-red (team=red).
+    let mut next = s.clone();
+    next.add_pod(
+        pod("a", "db")
+            .labels([("app", "db")])
+            .ip("10.0.0.22")
+            .node("node1"),
+    );
+    assert_eq!(step(&mut inc, &s, next), (2, 2));
+}
+
+#[test]
+fn editing_one_policy_compiles_exactly_it() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+    let mut next = s.clone();
+    next.add_policy(
+        policy("b", "to-blue-db").types(false, true).egress(
+            rule()
+                .pods_in(
+                    Selector::labels([("team", "blue")]),
+                    Selector::labels([("app", "db")]),
+                )
+                .port(Protocol::Tcp, 5433),
+        ),
+    );
+    assert_eq!(step(&mut inc, &s, next), (1, 3));
+}
+
+#[test]
+fn relabelling_a_namespace_compiles_the_policies_whose_namespace_selector_matched() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+
+    // c: {} -> team=blue: only b/to-blue-db's selector matches (new labels).
+    let mut next = s.clone();
+    next.add_namespace(namespace("c", [("team", "blue")]));
+    assert_eq!(step(&mut inc, &s, next.clone()), (1, 3));
+
+    // b: team=blue -> team=red: to-blue-db matched the old labels,
+    // from-red matches the new ones; from-prod matches neither.
+    let s = next;
+    let mut next = s.clone();
+    next.add_namespace(namespace("b", [("team", "red")]));
+    assert_eq!(step(&mut inc, &s, next.clone()), (2, 2));
+
+    // d: env=prod -> env=test: from-prod matches both versions.
+    let s = next;
+    let mut next = s.clone();
+    next.add_namespace(namespace("d", [("env", "test")]));
+    assert_eq!(step(&mut inc, &s, next.clone()), (1, 3));
+
+    // d: env=test -> no labels: from-prod matched the old labels only.
+    let s = next;
+    let mut next = s.clone();
+    next.add_namespace(namespace("d", []));
+    assert_eq!(step(&mut inc, &s, next), (1, 3));
+}
+
+#[test]
+fn an_egress_named_port_open_to_every_peer_reads_every_pod() {
+    let mut s = costed();
+    s.add_policy(
+        policy("b", "to-http")
+            .types(false, true)
+            .egress(rule().named_port(Protocol::Tcp, "http")),
+    );
+    let mut inc = Incremental::new(NODE);
+    let arc = Arc::new(s.clone());
+    assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    // c/idle, selected by no peer, opens an http port: b/to-http sees it.
+    let mut next = s.clone();
+    next.add_pod(
+        pod("c", "idle")
+            .labels([("app", "idle")])
+            .ip("10.0.0.4")
+            .node("node1")
+            .port("http", 8080, Protocol::Tcp),
+    );
+    assert_eq!(step(&mut inc, &s, next), (1, 4));
+}
+
+#[test]
+fn changes_listing_unchanged_objects_are_harmless() {
+    let s = costed();
+    let (mut inc, arc) = start(&s);
+    let spurious = Changes {
+        pods: [
+            NamespacedName::new("a", "web"),
+            NamespacedName::new("a", "db"),
+            NamespacedName::new("zz", "gone"),
+        ]
+        .into(),
+        namespaces: ["a".to_owned(), "b".to_owned(), "zz".to_owned()].into(),
+        policies: Default::default(),
+    };
+    // The same snapshot, and an equal copy (other `Arc`s).
+    for snap in [Arc::clone(&arc), Arc::new((*arc).clone())] {
+        assert_eq!(inc.resolve(&snap, Some(&spurious)), resolve(&snap, NODE));
+        assert_eq!((inc.work().compiled, inc.work().kept), (0, 4));
+    }
+    // A listed policy is compiled again, to the same result.
+    let with_policy = Changes {
+        policies: [
+            NamespacedName::new("a", "from-db"),
+            NamespacedName::new("zz", "none"),
+        ]
+        .into(),
+        ..spurious
+    };
+    assert_eq!(inc.resolve(&arc, Some(&with_policy)), resolve(&arc, NODE));
+    assert_eq!((inc.work().compiled, inc.work().kept), (1, 3));
+    let kept = inc.resolve(&arc, Some(&Changes::default()));
+    assert_eq!(inc.check(&arc, &kept), 0);
+}
+
+#[test]
+fn check_finds_a_resolver_fed_incomplete_changes() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+
+    // A correct stream: check finds nothing.
+    let mut s1 = s.clone();
+    s1.add_pod(
+        pod("c", "idle")
+            .labels([("app", "other")])
+            .ip("10.0.0.4")
+            .node("node1"),
+    );
+    step(&mut inc, &s, s1.clone());
+    let mut s2 = s1.clone();
+    s2.add_namespace(namespace("c", [("team", "red")]));
+    step(&mut inc, &s1, s2.clone());
+    let s2 = Arc::new(s2);
+    let kept = inc.resolve(&s2, Some(&Changes::default()));
+    assert_eq!(inc.check(&s2, &kept), 0);
+
+    // a/db (a peer of a/from-db) relabelled, but not listed.
+    let mut s3 = (*s2).clone();
+    s3.add_pod(
+        pod("a", "db")
+            .labels([("app", "cache")])
+            .ip("10.0.0.2")
+            .node("node1"),
+    );
+    let s3 = Arc::new(s3);
+    let stale = inc.resolve(&s3, Some(&Changes::default()));
+    assert_ne!(stale, resolve(&s3, NODE));
+    assert!(inc.check(&s3, &stale) > 0);
+    // The kept state was dropped: the next call starts over, and is right.
+    assert_eq!(
+        inc.resolve(&s3, Some(&Changes::default())),
+        resolve(&s3, NODE)
+    );
+    assert!(inc.work().full);
+}
