@@ -591,3 +591,104 @@ async fn fake_api_gate_waits_for_the_node_and_follows_its_pod_cidrs() {
     .await;
     agent.stop().await;
 }
+
+/// Every kind of change, a re-list among them, resolved incrementally and
+/// checked against a full resolve after every sync: each step enforced,
+/// the syncs after the first incremental, and no difference counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.resolve_check = Some(Duration::ZERO);
+    let agent = Agent::start_with(fake.clone(), cfg);
+    agent
+        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    // A peer pod's label.
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "x"}),
+    ));
+    agent
+        .until("the relabelled peer denied", |rs| {
+            !allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    // A policy edit: any pod of namespaces of team red.
+    fake.apply(policy(
+        "shop",
+        "allow-frontend",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "red"}}}]}]}),
+    ));
+    agent
+        .until("the edited policy allows", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    // A namespace's label.
+    fake.apply(namespace("shop", json!({"team": "blue"})));
+    agent
+        .until("the relabelled namespace denied", |rs| {
+            !allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    // A re-list (410 Gone) that brings a change no watch saw.
+    fake.expire();
+    fake.apply(namespace("shop", json!({"team": "red"})));
+    agent
+        .until("the re-listed change allows", |rs| {
+            allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    // A local pod going, then a new one under the policy.
+    assert!(fake.delete(Res::Pods, "shop", "web"));
+    agent
+        .until("web's chain gone", |rs| !has_pod_chain(rs, "shop", "web"))
+        .await;
+    fake.apply(pod(
+        "shop",
+        "web2",
+        NODE,
+        "10.244.0.11",
+        json!({"app": "web"}),
+    ));
+    agent
+        .until("web2 enforced", |rs| {
+            has_pod_chain(rs, "shop", "web2") && !allows(rs, "10.244.2.2", "10.244.0.11")
+        })
+        .await;
+    // The check runs after the reply of each sync: wait for the last one.
+    eventually(
+        "a check per incremental sync",
+        Duration::from_secs(10),
+        || {
+            metric(&agent, "kube_nftpolicy_resolve_checks_total")
+                >= metric(
+                    &agent,
+                    "kube_nftpolicy_resolves_total{kind=\"incremental\"}",
+                )
+        },
+    )
+    .await;
+    let incremental = metric(
+        &agent,
+        "kube_nftpolicy_resolves_total{kind=\"incremental\"}",
+    );
+    assert!(
+        incremental >= 6.0,
+        "6 changes, {incremental} incremental resolves"
+    );
+    assert_eq!(
+        metric(&agent, "kube_nftpolicy_resolves_total{kind=\"full\"}"),
+        1.0,
+        "only the first sync resolves from scratch"
+    );
+    assert_eq!(
+        metric(&agent, "kube_nftpolicy_resolve_check_differences_total"),
+        0.0
+    );
+    agent.stop().await;
+}

@@ -40,6 +40,10 @@ pub struct Metrics {
     lists: Family<Label, Counter>,
     flows_cut: Counter,
     flows_restored: Counter,
+    resolves: Family<Label, Counter>,
+    policies_compiled: Family<Label, Counter>,
+    resolve_checks: Counter,
+    resolve_differences: Counter,
     gate_armed: Gauge,
     invalid_objects: Family<Label, Gauge>,
     last_success: Gauge<f64, AtomicU64>,
@@ -99,6 +103,10 @@ impl Metrics {
             lists: Family::default(),
             flows_cut: Counter::default(),
             flows_restored: Counter::default(),
+            resolves: Family::default(),
+            policies_compiled: Family::default(),
+            resolve_checks: Counter::default(),
+            resolve_differences: Counter::default(),
             gate_armed: Gauge::default(),
             invalid_objects: Family::default(),
             last_success: Gauge::default(),
@@ -140,6 +148,29 @@ impl Metrics {
             "flows_restored",
             "Cut flows let through again because a later change allows them",
             m.flows_restored.clone(),
+        );
+        r.register(
+            "resolves",
+            "Resolutions of a sync, by kind (full: from scratch; incremental: from the \
+             kept state and the changed objects)",
+            m.resolves.clone(),
+        );
+        r.register(
+            "resolve_policies",
+            "Policies selecting local pods per resolution, summed, by how \
+             (compiled, kept: taken over unchanged from the last sync)",
+            m.policies_compiled.clone(),
+        );
+        r.register(
+            "resolve_checks",
+            "Background checks of the incrementally kept resolution against a full resolve",
+            m.resolve_checks.clone(),
+        );
+        r.register(
+            "resolve_check_differences",
+            "Local pods and compiled policies the incremental resolution had wrong, found by \
+             the checks (should stay 0; each difference also resets the kept state)",
+            m.resolve_differences.clone(),
         );
         r.register(
             "gate_armed",
@@ -255,6 +286,22 @@ impl Metrics {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             self.objects.get_or_create(&[("what", what)]).set(n);
         }
+    }
+
+    /// Records one resolution: from scratch or incremental, and how many
+    /// policies it compiled and kept.
+    pub fn resolved(&self, full: bool, compiled: usize, kept: usize) {
+        let kind = if full { "full" } else { "incremental" };
+        self.resolves.get_or_create(&[("kind", kind)]).inc();
+        let by = |how| self.policies_compiled.get_or_create(&[("how", how)]);
+        by("compiled").inc_by(compiled as u64);
+        by("kept").inc_by(kept as u64);
+    }
+
+    /// Records one check of the kept resolution and the differences found.
+    pub fn resolve_checked(&self, differences: usize) {
+        self.resolve_checks.inc();
+        self.resolve_differences.inc_by(differences as u64);
     }
 
     /// Records a failed sync and its error kind.

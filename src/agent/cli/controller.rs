@@ -69,6 +69,11 @@ pub struct ControllerArgs {
     /// Sync at least this often, events or not (seconds).
     #[arg(long, value_name = "S", default_value_t = 300)]
     pub resync_secs: u64,
+    /// Check the incrementally kept resolution against a full resolve this
+    /// often, after a sync (seconds; 0: keep no state, resolve every sync
+    /// from scratch).
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub resolve_check_secs: u64,
     /// Replace the whole table at least this often, repairing any drift (seconds).
     #[arg(long, value_name = "S", default_value_t = 3600)]
     pub full_replace_secs: u64,
@@ -175,6 +180,8 @@ pub fn run_controller(args: &ControllerArgs) -> u8 {
     sync.min_interval = Duration::from_millis(args.min_sync_interval_ms);
     sync.resync = Duration::from_secs(args.resync_secs.max(1));
     sync.full_replace = Duration::from_secs(args.full_replace_secs.max(1));
+    sync.resolve_check =
+        (args.resolve_check_secs > 0).then(|| Duration::from_secs(args.resolve_check_secs));
     sync.log = args.log_options();
     sync.guard = args.guard();
     let opts = crate::sync::ControllerOptions {

@@ -18,6 +18,10 @@
 //! copying on every take kept one more copy resident than this does
 //! (`examples/scale_agent.rs`).
 //!
+//! Each take also hands over the keys of the objects that changed since the
+//! previous take ([`Changes`]), so the sync can resolve only what they
+//! touch; a re-list records the keys that differ from what the kind held.
+//!
 //! An object that cannot be read is warned about (once per change), counted
 //! in `kube_nftpolicy_invalid_objects` and `errors_total{kind="invalid_object"}`,
 //! and left out of the snapshot; the other objects still apply.
@@ -36,6 +40,7 @@ use super::watch::WatchFailure;
 use super::Kind;
 use crate::metrics::Metrics;
 use nftpolicy_core::model::{NamespacedName, Snapshot};
+use nftpolicy_core::resolve::{changed_keys, Changes};
 
 /// What [`Stores::take`] hands to a sync.
 #[derive(Debug, Clone)]
@@ -45,6 +50,11 @@ pub struct Taken {
     pub snapshot: Arc<Snapshot>,
     /// Arrival of the oldest event not covered by an earlier take.
     pub pending_since: Option<Instant>,
+    /// The keys of the objects changed since the previous take.
+    pub changes: Changes,
+    /// The number of this take (1, 2, ...): the changes are complete
+    /// relative to take `sequence - 1` only.
+    pub sequence: u64,
 }
 
 /// What [`Stores::take`] found.
@@ -88,6 +98,10 @@ struct State {
     changed: bool,
     pending_since: Option<Instant>,
     generation: u64,
+    /// Keys changed since the last take.
+    changes: Changes,
+    /// Takes so far.
+    takes: u64,
 }
 
 /// The three stores (namespaces, pods, policies) and the sync trigger.
@@ -109,6 +123,29 @@ fn object_key(o: &Object) -> NamespacedName {
         Object::Namespace(n) => NamespacedName::new("", n.name.clone()),
         Object::Pod(p) => p.key(),
         Object::Policy(p) => NamespacedName::new(p.namespace.clone(), p.name.clone()),
+    }
+}
+
+/// Records `key` of `kind` as changed.
+fn record(changes: &mut Changes, kind: Kind, key: NamespacedName) {
+    match kind {
+        Kind::Namespace => {
+            changes.namespaces.insert(key.name);
+        }
+        Kind::Pod => {
+            changes.pods.insert(key);
+        }
+        Kind::NetworkPolicy => {
+            changes.policies.insert(key);
+        }
+    }
+}
+
+fn kind_of(o: &Object) -> Kind {
+    match o {
+        Object::Namespace(_) => Kind::Namespace,
+        Object::Pod(_) => Kind::Pod,
+        Object::Policy(_) => Kind::NetworkPolicy,
     }
 }
 
@@ -136,13 +173,21 @@ fn add(s: &mut Snapshot, o: Object) {
 }
 
 /// Replaces the objects of `kind` with those of `fresh` if they differ
-/// (only then is `s` copied); whether they differed.
-fn replace_kind(s: &mut Arc<Snapshot>, kind: Kind, fresh: Snapshot) -> bool {
-    let differ = match kind {
-        Kind::Namespace => s.namespaces != fresh.namespaces,
-        Kind::Pod => s.pods != fresh.pods,
-        Kind::NetworkPolicy => s.policies != fresh.policies,
+/// (only then is `s` copied), recording the keys that differ in
+/// `changes`; whether they differed.
+fn replace_kind(s: &mut Arc<Snapshot>, kind: Kind, fresh: Snapshot, changes: &mut Changes) -> bool {
+    let keys = match kind {
+        Kind::Namespace => changed_keys(&s.namespaces, &fresh.namespaces)
+            .into_iter()
+            .map(|name| NamespacedName::new("", name))
+            .collect(),
+        Kind::Pod => changed_keys(&s.pods, &fresh.pods),
+        Kind::NetworkPolicy => changed_keys(&s.policies, &fresh.policies),
     };
+    let differ = !keys.is_empty();
+    for key in keys {
+        record(changes, kind, key);
+    }
     if differ {
         let s = Arc::make_mut(s);
         match kind {
@@ -225,22 +270,35 @@ impl Stores {
                 }
                 ks.invalid = std::mem::take(&mut ks.relist_invalid);
                 let first = !std::mem::replace(&mut ks.listed, true);
-                let differ = replace_kind(&mut st.snapshot, kind, fresh);
+                let differ = replace_kind(&mut st.snapshot, kind, fresh, &mut st.changes);
                 // The first list always counts: it may complete the view.
                 first || differ
             }
             Step::Apply(Ok(o)) => {
-                ks.invalid.remove(&object_key(&o));
-                insert(&mut st.snapshot, o)
+                let key = object_key(&o);
+                ks.invalid.remove(&key);
+                let kind = kind_of(&o);
+                let changed = insert(&mut st.snapshot, o);
+                if changed {
+                    record(&mut st.changes, kind, key);
+                }
+                changed
             }
             Step::Apply(Err(key)) => {
                 let removed = remove(&mut st.snapshot, kind, &key);
-                ks.invalid.insert(key);
+                ks.invalid.insert(key.clone());
+                if removed {
+                    record(&mut st.changes, kind, key);
+                }
                 removed
             }
             Step::Delete(key) => {
                 ks.invalid.remove(&key);
-                remove(&mut st.snapshot, kind, &key)
+                let removed = remove(&mut st.snapshot, kind, &key);
+                if removed {
+                    record(&mut st.changes, kind, key);
+                }
+                removed
             }
         };
         let ks = &st.kinds[kind.index()];
@@ -334,9 +392,12 @@ impl Stores {
             return Take::Unchanged;
         }
         st.changed = false;
+        st.takes += 1;
         Take::Snapshot(Taken {
             snapshot: st.snapshot.clone(),
             pending_since: st.pending_since.take(),
+            changes: std::mem::take(&mut st.changes),
+            sequence: st.takes,
         })
     }
 
@@ -405,5 +466,51 @@ mod tests {
         s.handle(Kind::Pod, Event::Apply(pod("web", "other", "10.0.0.1")));
         assert_eq!(s.generation(), g + 2);
         assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
+    }
+
+    #[test]
+    fn each_take_hands_over_the_keys_changed_since_the_last() {
+        let s = Stores::new(Arc::new(Metrics::new()));
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::Init);
+        s.handle::<ApiNamespace>(Kind::Namespace, Event::InitDone);
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::Init);
+        s.handle::<NetworkPolicy>(Kind::NetworkPolicy, Event::InitDone);
+        let (web, db) = (pod("web", "web", "10.0.0.1"), pod("db", "db", "10.0.0.2"));
+        list_pods(&s, &[web.clone(), db.clone()]);
+        let Take::Snapshot(first) = s.take(false) else {
+            panic!("listed")
+        };
+        let key = |n: &str| NamespacedName::new("shop", n);
+        assert_eq!(first.sequence, 1);
+        assert_eq!(first.changes.pods, BTreeSet::from([key("web"), key("db")]));
+
+        // An unchanged object is no change; a relabelled one is.
+        s.handle(Kind::Pod, Event::Apply(web.clone()));
+        s.handle(Kind::Pod, Event::Apply(pod("db", "other", "10.0.0.2")));
+        let Take::Snapshot(second) = s.take(false) else {
+            panic!("a change")
+        };
+        assert_eq!(second.sequence, 2);
+        assert_eq!(second.changes.pods, BTreeSet::from([key("db")]));
+        assert!(second.changes.namespaces.is_empty() && second.changes.policies.is_empty());
+
+        // A forced take with nothing changed hands over no keys.
+        let Take::Snapshot(third) = s.take(true) else {
+            panic!("forced")
+        };
+        assert!(third.changes.is_empty());
+
+        // A re-list: only the keys that differ from what was held (db
+        // back to its old labels, web gone, api new).
+        list_pods(&s, &[db, pod("api", "api", "10.0.0.3")]);
+        let Take::Snapshot(fourth) = s.take(false) else {
+            panic!("a change")
+        };
+        assert_eq!(fourth.sequence, 4);
+        assert_eq!(
+            fourth.changes.pods,
+            BTreeSet::from([key("web"), key("db"), key("api")])
+        );
+        assert_eq!(fourth.snapshot.pods.len(), 2);
     }
 }

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use crate::cut::Cutter;
 use crate::health::Health;
 use crate::k8s::node::NodeView;
-use crate::k8s::{self, Stores, Take};
+use crate::k8s::{self, Stores, Take, Taken};
 use crate::metrics::Metrics;
 use ipnet::IpNet;
 use nftpolicy_core::ruleset::logging::LogOptions;
@@ -69,6 +69,10 @@ pub struct SyncConfig {
     pub retry_max: Duration,
     /// Delay of the follow-up sync when an apply deferred chain deletions.
     pub deferred_delay: Duration,
+    /// How often the incrementally kept resolution is checked against a
+    /// full resolve, after a sync (`None`: never; the dataplane thread
+    /// resolves every sync from scratch instead).
+    pub resolve_check: Option<Duration>,
     /// Drop and allow logging in the built ruleset (off by default here;
     /// the `controller` command turns drop logging on).
     pub log: LogOptions,
@@ -131,6 +135,7 @@ impl SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             deferred_delay: Duration::from_millis(200),
+            resolve_check: Some(Duration::from_secs(60)),
             log: LogOptions::OFF,
             observed: None,
             guard: Guard::OFF,
@@ -174,6 +179,7 @@ pub async fn run<D: Dataplane + Send + 'static>(
         gate: gate.clone(),
         cut: cutter.map(|c| (c, cfg.guard.cut_mark.unwrap_or(DEFAULT_CUT_MARK))),
         netns: cfg.guard.netns.clone(),
+        resolve_check: cfg.resolve_check,
     };
     let worker = match Worker::start(target, dataplane, metrics.clone(), health.clone()) {
         Ok(w) => w,
@@ -302,7 +308,7 @@ async fn run_loop<D: Dataplane + Send + 'static>(
             }
         }
         soon = None;
-        match sync(worker, taken.snapshot, full_replace, health).await {
+        match sync(worker, taken, full_replace, health).await {
             Ok(report) => {
                 health.apply_ok();
                 if let Some(t) = unenforced.take() {
@@ -339,13 +345,15 @@ enum SyncError {
 /// meanwhile: the thread reports its own stages to `health`.
 async fn sync<D: Dataplane + Send + 'static>(
     worker: &Worker<D>,
-    snapshot: Arc<nftpolicy_core::model::Snapshot>,
+    taken: Taken,
     full_replace: Option<&'static str>,
     health: &Health,
 ) -> Result<ApplyReport, SyncError> {
     let (reply, mut outcome) = oneshot::channel();
     let job = Job {
-        snapshot,
+        snapshot: taken.snapshot,
+        changes: taken.changes,
+        sequence: taken.sequence,
         full_replace,
         reply,
     };

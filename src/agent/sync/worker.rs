@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{debug, instrument, warn, Span};
@@ -24,7 +24,7 @@ use crate::k8s::node::NodeView;
 use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
-use nftpolicy_core::resolve::resolve;
+use nftpolicy_core::resolve::{Changes, Incremental, Resolution};
 use nftpolicy_core::ruleset::build::{build_with, Options};
 use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
@@ -34,6 +34,10 @@ use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
 pub(super) struct Job {
     /// The whole view (shared with the stores, not a copy).
     pub snapshot: Arc<Snapshot>,
+    /// The keys changed since the view of take `sequence - 1`.
+    pub changes: Changes,
+    /// The take this view came from.
+    pub sequence: u64,
     /// Make this apply a full replace, for this reason.
     pub full_replace: Option<&'static str>,
     /// Where the outcome goes.
@@ -55,6 +59,9 @@ pub(super) struct Target {
     pub cut: Option<(Cutter, u32)>,
     /// The node's network namespace (for its addresses).
     pub netns: Option<String>,
+    /// How often the kept resolution is checked against a full resolve
+    /// (`None`: every sync resolves from scratch).
+    pub resolve_check: Option<Duration>,
 }
 
 impl Target {
@@ -112,15 +119,27 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
             .name("dataplane".into())
             .spawn(move || {
                 let mut dataplane = dataplane;
+                let mut resolver = Resolver::new(&target);
                 for job in rx {
                     if let Some(reason) = job.full_replace {
                         dataplane.force_full_replace(reason);
                     }
-                    let outcome =
-                        sync_once(&target, job.snapshot, &mut dataplane, &metrics, &health);
+                    let start = Instant::now();
+                    let resolution = resolver.resolve(&job, &metrics, &health);
+                    let outcome = sync_once(
+                        start,
+                        &target,
+                        &job.snapshot,
+                        &resolution,
+                        &mut dataplane,
+                        &metrics,
+                        &health,
+                    );
                     health.idle();
                     // The loop may have stopped waiting (shutdown): nothing to tell.
                     let _ = job.reply.send(outcome);
+                    // After the reply: the check delays the next sync, never this one.
+                    resolver.check_if_due(&job.snapshot, &resolution, &metrics, &health);
                 }
                 dataplane
             })?;
@@ -143,22 +162,92 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
     }
 }
 
-/// One sync: the whole ruleset for `node`, applied as one batch.
+/// The thread's resolver: incremental, driven by the changed keys of each
+/// take, and checked against a full resolve every `check_every`.
+struct Resolver {
+    incremental: Incremental,
+    /// The take the kept state stands for.
+    sequence: Option<u64>,
+    check_every: Option<Duration>,
+    last_check: Instant,
+}
+
+impl Resolver {
+    fn new(target: &Target) -> Self {
+        Self {
+            incremental: Incremental::new(target.node.clone()),
+            sequence: None,
+            check_every: target.resolve_check,
+            last_check: Instant::now(),
+        }
+    }
+
+    /// The resolution of the job's view: from the kept state and the
+    /// job's changes when they follow the last take, else from scratch.
+    fn resolve(&mut self, job: &Job, metrics: &Metrics, health: &Health) -> Resolution {
+        health.stage(Stage::Step("resolve"));
+        let follows = self.check_every.is_some()
+            && self
+                .sequence
+                .is_some_and(|s| s.checked_add(1) == Some(job.sequence));
+        let changes = follows.then_some(&job.changes);
+        let resolution = self.incremental.resolve(&job.snapshot, changes);
+        self.sequence = Some(job.sequence);
+        let work = self.incremental.work();
+        metrics.resolved(work.full, work.compiled, work.kept);
+        resolution
+    }
+
+    /// Resolves `snapshot` from scratch and compares when a check is due;
+    /// a difference is counted, logged, and drops the kept state (the next
+    /// sync resolves from scratch).
+    fn check_if_due(
+        &mut self,
+        snapshot: &Snapshot,
+        kept: &Resolution,
+        metrics: &Metrics,
+        health: &Health,
+    ) {
+        let Some(every) = self.check_every else {
+            return;
+        };
+        if self.incremental.work().full || self.last_check.elapsed() < every {
+            return;
+        }
+        health.stage(Stage::Step("check"));
+        let start = Instant::now();
+        let differences = self.incremental.check(snapshot, kept);
+        health.idle();
+        self.last_check = Instant::now();
+        metrics.resolve_checked(differences);
+        if differences > 0 {
+            warn!(
+                differences,
+                "the incrementally kept resolution differs from a full resolve; \
+                 the next sync resolves from scratch (please report this)"
+            );
+        } else {
+            debug!(took = ?start.elapsed(), "incremental resolution checked");
+        }
+    }
+}
+
+/// One sync (begun at `start` with the resolve): the whole ruleset for
+/// `node`, applied as one batch.
 #[instrument(skip_all, fields(pods, policies, rules))]
 fn sync_once<D: Dataplane>(
+    start: Instant,
     target: &Target,
-    snapshot: Arc<Snapshot>,
+    snapshot: &Arc<Snapshot>,
+    resolution: &Resolution,
     dataplane: &mut D,
     metrics: &Metrics,
     health: &Health,
 ) -> Result<ApplyReport, ApplyError> {
-    let start = Instant::now();
-    health.stage(Stage::Step("resolve"));
-    let resolution = resolve(&snapshot, &target.node);
     health.stage(Stage::Step("build"));
     let (opts, node_addrs) = target.options(metrics);
-    let mut ruleset = build_with(&resolution, &opts);
-    let log_map = add_logging(&mut ruleset, &resolution, &target.log);
+    let mut ruleset = build_with(resolution, &opts);
+    let log_map = add_logging(&mut ruleset, resolution, &target.log);
     let span = Span::current();
     span.record("pods", snapshot.pods.len());
     span.record("policies", snapshot.policies.len());
@@ -181,7 +270,7 @@ fn sync_once<D: Dataplane>(
             metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
             metrics.gate_armed(opts.gate.is_some());
             if let Some(observed) = &target.observed {
-                observed.publish(log_map, snapshot);
+                observed.publish(log_map, Arc::clone(snapshot));
             }
             if let Some((cutter, _)) = &target.cut {
                 cutter.submit(Arc::new(ruleset), Arc::new(node_addrs));
