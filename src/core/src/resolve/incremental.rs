@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::index::Index;
+use super::peers::{self, PeerCache};
 use super::{compile_policy, resolve, Compiler, LocalPod, Resolution, ResolvedPolicy};
 use crate::model::{
     Direction, Labels, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Selector,
@@ -102,11 +103,7 @@ impl Dep {
     /// Whether `pod` (active), in a namespace labelled `ns_labels`, is one
     /// of the pods this selector finds.
     fn covers(&self, pod: &Pod, ns_labels: &Labels) -> bool {
-        let in_scope = match &self.scope {
-            NamespaceScope::Own => pod.namespace == self.own,
-            NamespaceScope::Matching(sel) => sel.matches(ns_labels),
-        };
-        in_scope && self.pods.matches(&pod.labels)
+        peers::peer_finds(&self.own, &self.scope, &self.pods, pod, ns_labels)
     }
 }
 
@@ -179,6 +176,9 @@ struct State {
     dependents: HashMap<Dep, BTreeSet<NamespacedName>>,
     /// Entries whose egress named ports read every pod.
     global: BTreeSet<NamespacedName>,
+    /// Selections, peer sets and named ports, kept until a change may
+    /// touch them: a policy compiled again reuses what did not change.
+    cache: PeerCache,
 }
 
 /// The resolver that keeps its work across syncs (see the module doc).
@@ -301,6 +301,7 @@ impl State {
             entries: BTreeMap::new(),
             dependents: HashMap::new(),
             global: BTreeSet::new(),
+            cache: PeerCache::default(),
         }
     }
 
@@ -321,6 +322,7 @@ impl State {
             if old == new {
                 continue;
             }
+            self.cache.forget_namespace(&old, &new);
             for (dep, who) in &self.dependents {
                 if let NamespaceScope::Matching(sel) = &dep.scope {
                     if sel.matches(&old) || sel.matches(&new) {
@@ -351,6 +353,9 @@ impl State {
                 pod.filter(|p| p.ignored().is_none())
                     .map(|p| (p, s.namespace_labels(&p.namespace)))
             });
+            for (p, ns_labels) in versions.iter().flatten() {
+                self.cache.forget_pod(p, ns_labels);
+            }
             for (dep, who) in &self.dependents {
                 if versions
                     .iter()
@@ -379,8 +384,9 @@ impl State {
             entries,
             dependents,
             global,
+            cache,
         } = self;
-        let mut compiler = Compiler::new(snapshot, index);
+        let mut compiler = Compiler::with_cache(snapshot, index, std::mem::take(cache));
         let mut compiled = 0;
         for key in keys {
             if let Some(old) = entries.remove(key) {
@@ -424,6 +430,8 @@ impl State {
             );
             compiled += 1;
         }
+        *cache = compiler.into_cache();
+        cache.clear_stale();
         compiled
     }
 

@@ -308,11 +308,26 @@ pub(crate) struct Compiler<'s> {
 impl<'s> Compiler<'s> {
     /// A compiler for `snapshot`, whose active pods `index` holds.
     pub(crate) fn new(snapshot: &'s Snapshot, index: &'s Index) -> Self {
+        Self::with_cache(snapshot, index, peers::PeerCache::default())
+    }
+
+    /// A compiler that starts from `cache` (resolved against `index` as
+    /// it is now: anything a change touched already forgotten).
+    pub(crate) fn with_cache(
+        snapshot: &'s Snapshot,
+        index: &'s Index,
+        cache: peers::PeerCache,
+    ) -> Self {
         Self {
             snapshot,
             index,
-            cache: peers::PeerCache::default(),
+            cache,
         }
+    }
+
+    /// The cache, for the next compilation.
+    pub(crate) fn into_cache(self) -> peers::PeerCache {
+        self.cache
     }
 
     /// The rules of `policy` in `dir`, for the local pods it selects
