@@ -72,15 +72,15 @@ fn incremental_element_add_and_remove() {
     let a = sample();
     let mut b = sample();
     let web = set_mut(&mut b, WEB_V4);
-    web.elements.remove(1); // 10.1.0.0/16
-    web.elements
+    web.elements_mut().remove(1); // 10.1.0.0/16
+    web.elements_mut()
         .insert(0, single("10.0.0.0", Some("new first"))); // zero-end element stays
-    web.elements.push(range("1.0.0.0", "1.0.0.255", None));
-    web.elements.sort();
+    web.elements_mut().push(range("1.0.0.0", "1.0.0.255", None));
+    web.elements_mut().sort();
     let v6 = set_mut(&mut b, WEB_V6);
-    v6.elements.remove(0);
+    v6.elements_mut().remove(0);
     set_mut(&mut b, OUT_V4)
-        .elements
+        .elements_mut()
         .push(single("10.244.9.9", Some("shop/new")));
     let m = map_mut(&mut b, "ingress-pods-v4");
     m.elements.retain(|e| e.chain != POD_DB);
@@ -88,8 +88,8 @@ fn incremental_element_add_and_remove() {
     let (ns, mut dp) = check_transition(&a, &b);
     // And back: ranges starting at zero and the open end of the family.
     let mut c = b.clone();
-    set_mut(&mut c, WEB_V4).elements = vec![range("0.0.0.0", "0.255.255.255", None)];
-    set_mut(&mut c, WEB_V6).elements = vec![];
+    *set_mut(&mut c, WEB_V4).elements_mut() = vec![range("0.0.0.0", "0.255.255.255", None)];
+    set_mut(&mut c, WEB_V6).elements_mut().clear();
     assert_eq!(dp.apply(&c).expect("c").kind, ApplyKind::Incremental);
     assert_consistent(&ns, &dp);
     assert_eq!(dp.apply(&a).expect("a").kind, ApplyKind::Incremental);
@@ -159,7 +159,7 @@ fn incremental_policy_and_set_removed_and_recreated() {
     // A set that gains a range must be re-created with flags interval.
     let out = set_mut(&mut b, OUT_V4);
     out.interval = true;
-    out.elements
+    out.elements_mut()
         .push(range("10.245.0.0", "10.245.255.255", Some("ipBlock")));
     check_transition(&a, &b);
 }
@@ -285,7 +285,7 @@ fn other_tables_are_untouched() {
     let mut dp = ns.dataplane();
     let a = sample();
     let mut b = sample();
-    set_mut(&mut b, OUT_V4).elements.pop();
+    set_mut(&mut b, OUT_V4).elements_mut().pop();
     dp.apply(&a).expect("full");
     assert_eq!(others(), before);
     dp.apply(&b).expect("incremental");
@@ -335,7 +335,7 @@ fn twenty_thousand_elements_in_one_batch() {
     assert_eq!(ns.list(), render(&rs));
     let mut b = rs.clone();
     set_mut(&mut b, OUT_V4)
-        .elements
+        .elements_mut()
         .push(single("10.200.0.1", Some("one more")));
     let t = std::time::Instant::now();
     let report = dp.apply(&b).expect("one element");
@@ -358,7 +358,7 @@ fn rejected_rule_leaves_previous_ruleset_whole() {
         Rule::new(vec![], Verdict::Jump("policy-ingress-nope/missing".into())),
     );
     set_mut(&mut bad, OUT_V4)
-        .elements
+        .elements_mut()
         .push(single("10.9.9.9", None));
     let err = dp.apply(&bad).expect_err("must be rejected");
     let text = err.to_string();

@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
 use nftpolicy_core::resolve::{Changes, Incremental, Resolution};
-use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::ruleset::build::{build_cached, build_with, Options, SetCache};
 use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
@@ -124,13 +124,10 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
                     if let Some(reason) = job.full_replace {
                         dataplane.force_full_replace(reason);
                     }
-                    let start = Instant::now();
-                    let resolution = resolver.resolve(&job, &metrics, &health);
-                    let outcome = sync_once(
-                        start,
+                    let (outcome, resolution) = sync_once(
                         &target,
-                        &job.snapshot,
-                        &resolution,
+                        &job,
+                        &mut resolver,
                         &mut dataplane,
                         &metrics,
                         &health,
@@ -163,9 +160,12 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
 }
 
 /// The thread's resolver: incremental, driven by the changed keys of each
-/// take, and checked against a full resolve every `check_every`.
+/// take, and checked against a full resolve every `check_every`; and the
+/// builder's cache of the sets whose peers did not change.
 struct Resolver {
     incremental: Incremental,
+    /// `None` when every sync resolves from scratch (nothing to reuse).
+    sets: Option<SetCache>,
     /// The take the kept state stands for.
     sequence: Option<u64>,
     check_every: Option<Duration>,
@@ -176,6 +176,7 @@ impl Resolver {
     fn new(target: &Target) -> Self {
         Self {
             incremental: Incremental::new(target.node.clone()),
+            sets: target.resolve_check.map(|_| SetCache::default()),
             sequence: None,
             check_every: target.resolve_check,
             last_check: Instant::now(),
@@ -232,49 +233,31 @@ impl Resolver {
     }
 }
 
-/// One sync (begun at `start` with the resolve): the whole ruleset for
-/// `node`, applied as one batch.
+/// One sync: the whole ruleset for `node`, applied as one batch; and the
+/// resolution it was built from.
 #[instrument(skip_all, fields(pods, policies, rules))]
 fn sync_once<D: Dataplane>(
-    start: Instant,
     target: &Target,
-    snapshot: &Arc<Snapshot>,
-    resolution: &Resolution,
+    job: &Job,
+    resolver: &mut Resolver,
     dataplane: &mut D,
     metrics: &Metrics,
     health: &Health,
-) -> Result<ApplyReport, ApplyError> {
-    health.stage(Stage::Step("build"));
-    let (opts, node_addrs) = target.options(metrics);
-    let mut ruleset = build_with(resolution, &opts);
-    let log_map = add_logging(&mut ruleset, resolution, &target.log);
-    let span = Span::current();
-    span.record("pods", snapshot.pods.len());
-    span.record("policies", snapshot.policies.len());
-    span.record("rules", ruleset.rule_count());
-    health.stage(Stage::KernelCommit);
-    match dataplane.apply(&ruleset) {
-        Ok(report) => {
-            let isolated = resolution.pods.iter();
-            let isolated = isolated.filter(|p| !p.ingress.is_empty() || !p.egress.is_empty());
-            let sizes = Sizes {
-                pods: snapshot.pods.len(),
-                local_pods: resolution.pods.len(),
-                isolated_pods: isolated.count(),
-                policies: snapshot.policies.len(),
-                namespaces: snapshot.namespaces.len(),
-                chains: ruleset.chains.len(),
-                rules: ruleset.rule_count(),
-                set_elements: ruleset.element_count(),
-            };
+) -> (Result<ApplyReport, ApplyError>, Resolution) {
+    let start = Instant::now();
+    let resolution = resolver.resolve(job, metrics, health);
+    let outcome = build_and_apply(
+        target,
+        job,
+        &resolution,
+        resolver,
+        dataplane,
+        metrics,
+        health,
+    );
+    let outcome = match outcome {
+        Ok((report, sizes)) => {
             metrics.sync_ok(start.elapsed(), report.kind, report.duration, &sizes);
-            metrics.gate_armed(opts.gate.is_some());
-            if let Some(observed) = &target.observed {
-                observed.publish(log_map, Arc::clone(snapshot));
-            }
-            if let Some((cutter, _)) = &target.cut {
-                cutter.submit(Arc::new(ruleset), Arc::new(node_addrs));
-            }
             debug!(kind = report.kind.as_str(), messages = report.messages, took = ?start.elapsed(), "synced");
             Ok(report)
         }
@@ -282,5 +265,54 @@ fn sync_once<D: Dataplane>(
             metrics.sync_failed(start.elapsed(), e.metric_label());
             Err(e)
         }
+    };
+    (outcome, resolution)
+}
+
+/// Builds the ruleset of `resolution` (with the sets the resolver's cache
+/// still holds), applies it, and hands it to the drop-log reader and the
+/// flow cutter.
+fn build_and_apply<D: Dataplane>(
+    target: &Target,
+    job: &Job,
+    resolution: &Resolution,
+    resolver: &mut Resolver,
+    dataplane: &mut D,
+    metrics: &Metrics,
+    health: &Health,
+) -> Result<(ApplyReport, Sizes), ApplyError> {
+    let snapshot = &job.snapshot;
+    health.stage(Stage::Step("build"));
+    let (opts, node_addrs) = target.options(metrics);
+    let mut ruleset = match resolver.sets.as_mut() {
+        Some(cache) => build_cached(resolution, &opts, cache),
+        None => build_with(resolution, &opts),
+    };
+    let log_map = add_logging(&mut ruleset, resolution, &target.log);
+    let span = Span::current();
+    span.record("pods", snapshot.pods.len());
+    span.record("policies", snapshot.policies.len());
+    span.record("rules", ruleset.rule_count());
+    health.stage(Stage::KernelCommit);
+    let report = dataplane.apply(&ruleset)?;
+    let isolated = resolution.pods.iter();
+    let isolated = isolated.filter(|p| !p.ingress.is_empty() || !p.egress.is_empty());
+    let sizes = Sizes {
+        pods: snapshot.pods.len(),
+        local_pods: resolution.pods.len(),
+        isolated_pods: isolated.count(),
+        policies: snapshot.policies.len(),
+        namespaces: snapshot.namespaces.len(),
+        chains: ruleset.chains.len(),
+        rules: ruleset.rule_count(),
+        set_elements: ruleset.element_count(),
+    };
+    metrics.gate_armed(opts.gate.is_some());
+    if let Some(observed) = &target.observed {
+        observed.publish(log_map, Arc::clone(snapshot));
     }
+    if let Some((cutter, _)) = &target.cut {
+        cutter.submit(Arc::new(ruleset), Arc::new(node_addrs));
+    }
+    Ok((report, sizes))
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use nftpolicy_core::model::*;
 use nftpolicy_core::resolve::{differences, resolve, Changes, Incremental, Resolution};
+use nftpolicy_core::ruleset::build::{build, build_cached, Options, SetCache};
 use nftpolicy_testkit::*;
 use proptest::prelude::*;
 
@@ -506,13 +507,15 @@ fn diff(got: &Resolution, want: &Resolution) -> String {
 fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError> {
     let mut s = initial;
     let mut prev = Arc::new(s.clone());
-    let mut resolvers: Vec<(&str, Incremental)> = NODES[..2]
+    // Each node's resolver, and the builder's cache of its sets.
+    let mut resolvers: Vec<(&str, Incremental, SetCache)> = NODES[..2]
         .iter()
-        .map(|&n| (n, Incremental::new(n)))
+        .map(|&n| (n, Incremental::new(n), SetCache::default()))
         .collect();
-    for (node, inc) in &mut resolvers {
+    for (node, inc, sets) in &mut resolvers {
         let got = inc.resolve(&prev, None);
         prop_assert!(inc.work().full);
+        prop_assert_eq!(&build_cached(&got, &Options::default(), sets), &build(&got));
         prop_assert_eq!(got, resolve(&prev, node));
     }
     let mut log: Vec<String> = Vec::new();
@@ -534,9 +537,15 @@ fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError>
                 && real.policies.is_subset(&pending.policies),
             "test bug: {real:?} not in {pending:?}"
         );
-        for (node, inc) in &mut resolvers {
+        for (node, inc, sets) in &mut resolvers {
             let got = inc.resolve(&next, Some(&pending));
             let want = resolve(&next, node);
+            // The cached build is the build of the same resolution.
+            let cached = build_cached(&got, &Options::default(), sets);
+            prop_assert!(
+                cached == build(&want),
+                "node {node}: the cached build differs"
+            );
             prop_assert!(
                 !inc.work().full,
                 "an incremental call resolved from scratch"
@@ -831,4 +840,79 @@ fn check_finds_a_resolver_fed_incomplete_changes() {
         resolve(&s3, NODE)
     );
     assert!(inc.work().full);
+}
+
+/// The builder's cache: after a change that touches no peer set, every set
+/// of the last build is reused; after one that moves a pod into peer sets,
+/// those are written anew; and the ruleset is the fresh build's each time.
+#[test]
+fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
+    use nftpolicy_testkit::synth::{cluster, Spec, LOCAL_NODE};
+    let s = Arc::new(cluster(Spec {
+        pods: 1_000,
+        policies: 100,
+        local_pods: 110,
+    }));
+    let mut inc = Incremental::new(LOCAL_NODE);
+    let mut sets = SetCache::default();
+    let first = build_cached(&inc.resolve(&s, None), &Options::default(), &mut sets);
+    assert_eq!(sets.reused(), 0, "nothing to reuse on the first build");
+    let total = first.sets.len();
+    assert!(total > 10, "{total} sets");
+
+    // A label no selector reads, added to a pod of another node that
+    // peers select: the sets holding it are computed again, with the same
+    // addresses, and are the same sets.
+    let mut quiet = (*s).clone();
+    let remote = quiet
+        .pods
+        .iter()
+        .find(|(_, p)| p.node.as_deref() != Some(LOCAL_NODE) && p.ignored().is_none())
+        .map(|(k, _)| k.clone())
+        .expect("a remote pod");
+    let p = quiet.pods.get_mut(&remote).expect("there");
+    Arc::make_mut(p)
+        .labels
+        .insert("note".into(), "unread".into());
+    let quiet = Arc::new(quiet);
+    let got = inc.resolve(&quiet, Some(&Changes::between(&s, &quiet)));
+    assert!(
+        inc.work().compiled > 0,
+        "the pod's peers were compiled again"
+    );
+    let rs = build_cached(&got, &Options::default(), &mut sets);
+    assert!(
+        rs == build(&resolve(&quiet, LOCAL_NODE)),
+        "the cached build differs"
+    );
+    assert!(rs.sets == first.sets, "the same sets");
+    assert_eq!(sets.reused(), total, "every set reused");
+
+    // A pod the app-1 peers select: the sets holding it are new.
+    let mut moved = (*quiet).clone();
+    moved.add_pod(
+        pod("ns-0", "joins")
+            .labels([("app", "app-1"), ("tier", "front")])
+            .ip("10.250.0.2")
+            .node("node-elsewhere"),
+    );
+    let moved = Arc::new(moved);
+    let got = inc.resolve(&moved, Some(&Changes::between(&quiet, &moved)));
+    let next = build_cached(&got, &Options::default(), &mut sets);
+    assert!(
+        next == build(&resolve(&moved, LOCAL_NODE)),
+        "the cached build differs"
+    );
+    let grown = next
+        .sets
+        .iter()
+        .filter(|set| set.contains(&"10.250.0.2".parse().unwrap()))
+        .count();
+    assert!(grown > 0, "some peer set selects the new pod");
+    assert!(
+        sets.reused() + grown <= next.sets.len() && sets.reused() > next.sets.len() / 2,
+        "reused {} of {} sets, {grown} hold the new pod",
+        sets.reused(),
+        next.sets.len()
+    );
 }

@@ -279,7 +279,7 @@ pub(super) fn elements(set: &str, elements: &Elements) -> Result<Vec<KElem>, Enc
 
 /// The kernel elements of a whole peer set, as a full replace sends them.
 pub(super) fn set_elements(set: &AddrSet) -> Result<Vec<KElem>, EncodeError> {
-    let all = ops::set_elements(set, &set.elements, ops::zero_end(set));
+    let all = ops::set_elements(set, set.elements.iter(), ops::zero_end(set));
     elements(&set.name, &all)
 }
 

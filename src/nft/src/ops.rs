@@ -104,7 +104,7 @@ pub(crate) fn add_rules(chain: &Chain) -> impl Iterator<Item = Op> + '_ {
 
 /// The ops that create `set` with all its elements.
 pub(crate) fn add_set(set: &AddrSet) -> impl Iterator<Item = Op> {
-    let elements = set_elements(set, &set.elements, zero_end(set));
+    let elements = set_elements(set, set.elements.iter(), zero_end(set));
     add_set_def(SetDef::of_set(set), elements)
 }
 

@@ -533,7 +533,8 @@ mod in_place_tests {
                         },
                         comment: None,
                     })
-                    .collect(),
+                    .collect::<Vec<_>>()
+                    .into(),
             })
             .collect();
         Ruleset {

@@ -16,6 +16,8 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use super::{guard, names};
 use super::{
@@ -56,6 +58,33 @@ pub struct Options {
     pub cut_mark: Option<u32>,
 }
 
+/// The elements of each set of the last build, with the peer sets they
+/// were made of. A build given the cache reuses the elements of a set
+/// whose peer sets are the very same (`Rc::ptr_eq`: the incremental
+/// resolver hands unchanged peer sets over as they were), instead of
+/// writing them again with their comments. It keeps the peer sets alive,
+/// so an address cannot be reused by another set meanwhile; it is not
+/// `Send` and lives with the resolver.
+#[derive(Debug, Default)]
+pub struct SetCache {
+    sets: HashMap<String, Cached>,
+    reused: usize,
+}
+
+#[derive(Debug)]
+struct Cached {
+    family: Family,
+    members: Vec<(Rc<PeerSet>, Option<u16>)>,
+    elements: Arc<Vec<SetElement>>,
+}
+
+impl SetCache {
+    /// How many sets the last build took from the cache.
+    pub fn reused(&self) -> usize {
+        self.reused
+    }
+}
+
 /// Builds the ruleset for a resolution.
 pub fn build(resolution: &Resolution) -> Ruleset {
     build_with(resolution, &Options::default())
@@ -66,10 +95,17 @@ pub fn build_with(resolution: &Resolution, opts: &Options) -> Ruleset {
     build_with_hash(resolution, opts, names::hash64)
 }
 
+/// [`build_with`], reusing the elements of the sets of the last build
+/// whose peer sets did not change, and keeping this build's for the next.
+/// The ruleset is the one [`build_with`] makes.
+pub fn build_cached(resolution: &Resolution, opts: &Options, cache: &mut SetCache) -> Ruleset {
+    build_inner(resolution, opts, names::hash64, MERGE_LIMIT, Some(cache))
+}
+
 /// [`build_with`], with set ids made from `hash` instead of the usual hash:
 /// tests use a constant to force every set id to collide.
 pub fn build_with_hash(resolution: &Resolution, opts: &Options, hash: fn(&str) -> u64) -> Ruleset {
-    build_inner(resolution, opts, hash, MERGE_LIMIT)
+    build_inner(resolution, opts, hash, MERGE_LIMIT, None)
 }
 
 /// [`build_with`], with `merge_limit` in place of [`MERGE_LIMIT`]: the
@@ -80,7 +116,7 @@ pub fn build_with_merge_limit(
     opts: &Options,
     merge_limit: usize,
 ) -> Ruleset {
-    build_inner(resolution, opts, names::hash64, merge_limit)
+    build_inner(resolution, opts, names::hash64, merge_limit, None)
 }
 
 fn build_inner(
@@ -88,6 +124,7 @@ fn build_inner(
     opts: &Options,
     hash: fn(&str) -> u64,
     merge_limit: usize,
+    cache: Option<&mut SetCache>,
 ) -> Ruleset {
     let mut rs = Ruleset::default();
     for dir in Direction::ALL {
@@ -125,6 +162,9 @@ fn build_inner(
         sets: Vec::new(),
         ids: names::SetIds::with_hash(keys, hash),
         added: HashSet::new(),
+        cache,
+        next: HashMap::new(),
+        reused: 0,
     };
     for (pod, dir, plan) in plans {
         let mut rules: Vec<Rule> = plan.rules.iter().map(|r| b.rule(dir, r)).collect();
@@ -141,6 +181,10 @@ fn build_inner(
         });
     }
     rs.sets.append(&mut b.sets);
+    if let Some(cache) = b.cache {
+        cache.reused = b.reused;
+        cache.sets = b.next;
+    }
     rs
 }
 
@@ -235,7 +279,7 @@ struct Part<'r> {
 /// named port the number it resolved to.
 #[derive(Clone, Copy)]
 struct Member<'r> {
-    set: &'r PeerSet,
+    set: &'r Rc<PeerSet>,
     port: Option<u16>,
 }
 
@@ -495,14 +539,19 @@ fn labels<'p, 'r: 'p>(parts: impl Iterator<Item = &'p Part<'r>>) -> Vec<String> 
 }
 
 /// The sets made so far, the set ids, and the names already in the table.
-struct Builder {
+struct Builder<'c> {
     sets: Vec<AddrSet>,
     ids: names::SetIds,
     /// A set joins the table once, whichever pod chains look it up.
     added: HashSet<String>,
+    /// The last build's sets, if caching.
+    cache: Option<&'c mut SetCache>,
+    /// This build's sets, for the next.
+    next: HashMap<String, Cached>,
+    reused: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     /// The rule of `planned` in a pod chain of `dir`; adds its set.
     fn rule(&mut self, dir: Direction, planned: &Planned<'_>) -> Rule {
         let field = match dir {
@@ -540,21 +589,7 @@ impl Builder {
             _ => names::union_set(&id, family),
         };
         if self.added.insert(name.clone()) {
-            let addrs: Cow<'_, [Addr]> = match lookup.members.as_slice() {
-                [one] => Cow::Borrowed(one.set.addrs.family(family)),
-                ms => Cow::Owned(normalise(
-                    ms.iter()
-                        .flat_map(|m| m.set.addrs.family(family).iter().cloned())
-                        .collect(),
-                )),
-            };
-            let elements: Vec<SetElement> = addrs
-                .iter()
-                .map(|a| SetElement {
-                    range: a.range,
-                    comment: Some(names::element_comment(&a.origins)),
-                })
-                .collect();
+            let elements = self.elements(&name, lookup);
             self.sets.push(AddrSet {
                 name: name.clone(),
                 family,
@@ -565,4 +600,60 @@ impl Builder {
         }
         name
     }
+
+    /// The elements of the set `name` for `lookup`: the cached ones when
+    /// the last build made it of the same peer sets, else written anew.
+    fn elements(&mut self, name: &str, lookup: &Lookup<'_>) -> Arc<Vec<SetElement>> {
+        let family = lookup.family;
+        let same = |c: &Cached| {
+            c.family == family
+                && c.members.len() == lookup.members.len()
+                && c.members
+                    .iter()
+                    .zip(&lookup.members)
+                    .all(|((set, port), m)| Rc::ptr_eq(set, m.set) && *port == m.port)
+        };
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return Arc::new(write_elements(lookup));
+        };
+        let elements = match cache.sets.remove(name).filter(same) {
+            Some(hit) => {
+                self.reused += 1;
+                hit.elements
+            }
+            None => Arc::new(write_elements(lookup)),
+        };
+        let members = lookup
+            .members
+            .iter()
+            .map(|m| (Rc::clone(m.set), m.port))
+            .collect();
+        let cached = Cached {
+            family,
+            members,
+            elements: Arc::clone(&elements),
+        };
+        self.next.insert(name.to_owned(), cached);
+        elements
+    }
+}
+
+/// The elements of the set `lookup` reads, each with its comment.
+fn write_elements(lookup: &Lookup<'_>) -> Vec<SetElement> {
+    let family = lookup.family;
+    let addrs: Cow<'_, [Addr]> = match lookup.members.as_slice() {
+        [one] => Cow::Borrowed(one.set.addrs.family(family)),
+        ms => Cow::Owned(normalise(
+            ms.iter()
+                .flat_map(|m| m.set.addrs.family(family).iter().cloned())
+                .collect(),
+        )),
+    };
+    addrs
+        .iter()
+        .map(|a| SetElement {
+            range: a.range,
+            comment: Some(names::element_comment(&a.origins)),
+        })
+        .collect()
 }

@@ -93,14 +93,14 @@ pub fn sets(gate: &Gate, resolution: &Resolution) -> Vec<AddrSet> {
             family,
             interval: true,
             comment: "this node's pod CIDRs".into(),
-            elements: cidrs,
+            elements: cidrs.into(),
         });
         out.push(AddrSet {
             name: known_set(family),
             family,
             interval: false,
             comment: "known addresses of the pod CIDRs: local pods and this node".into(),
-            elements: known,
+            elements: known.into(),
         });
     }
     out

@@ -15,6 +15,7 @@ mod stmt;
 pub mod trace;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 pub use crate::model::net::{AddrEntry as SetElement, AddrRange, Family, PortRange};
 pub use crate::model::Protocol;
@@ -57,11 +58,19 @@ pub struct AddrSet {
     pub interval: bool,
     /// What the set holds and why.
     pub comment: String,
-    /// Disjoint, non-adjacent elements, sorted by address (as `nft list` prints them).
-    pub elements: Vec<SetElement>,
+    /// Disjoint, non-adjacent elements, sorted by address (as `nft list`
+    /// prints them); shared with the builder's cache, which hands the
+    /// same elements to the next build while the peers they stand for
+    /// stay the same.
+    pub elements: Arc<Vec<SetElement>>,
 }
 
 impl AddrSet {
+    /// The elements to change (copied first if shared).
+    pub fn elements_mut(&mut self) -> &mut Vec<SetElement> {
+        Arc::make_mut(&mut self.elements)
+    }
+
     /// Whether `addr` is in the set.
     pub fn contains(&self, addr: &IpAddr) -> bool {
         self.elements.iter().any(|e| e.range.contains(addr))

@@ -9,6 +9,7 @@
 //! set is a flag of its own.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use libc::{EEXIST, EINVAL, ENOENT};
 
@@ -244,7 +245,7 @@ impl State {
             }
             (Slot::Set(i), Elements::Plain(v)) => {
                 keys = v.iter().map(Keyed::first).collect();
-                insert_sorted(&mut self.rs.sets[i].elements, v);
+                insert_sorted(Arc::make_mut(&mut self.rs.sets[i].elements), v);
             }
             (
                 Slot::Set(i),
@@ -257,7 +258,7 @@ impl State {
                     zero = true;
                 }
                 keys = ranges.iter().map(Keyed::first).collect();
-                insert_sorted(&mut self.rs.sets[i].elements, ranges);
+                insert_sorted(Arc::make_mut(&mut self.rs.sets[i].elements), ranges);
             }
             _ => return,
         }
@@ -278,7 +279,10 @@ impl State {
             }
             (Slot::Set(i), Elements::Plain(v) | Elements::Interval { ranges: v, .. }) => {
                 let keys = v.iter().map(Keyed::first).collect();
-                Removed::Set(remove_keys(&mut self.rs.sets[i].elements, keys))
+                Removed::Set(remove_keys(
+                    Arc::make_mut(&mut self.rs.sets[i].elements),
+                    keys,
+                ))
             }
             _ => return,
         };

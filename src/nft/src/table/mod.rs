@@ -26,6 +26,7 @@ mod elements;
 mod undo;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::sync::Arc;
 
 use super::transaction::{Op, SetKind, Transaction};
 use super::ApplyError;
@@ -155,7 +156,7 @@ impl KernelTable {
                     family: def.family,
                     interval: def.kind == SetKind::Interval,
                     comment: def.comment,
-                    elements: Vec::new(),
+                    elements: Arc::default(),
                 }),
             }
         }
@@ -298,7 +299,7 @@ impl State {
                     family: def.family,
                     interval: def.kind == SetKind::Interval,
                     comment: def.comment,
-                    elements: Vec::new(),
+                    elements: Arc::default(),
                 });
                 Slot::Set(self.rs.sets.len() - 1)
             }
@@ -345,7 +346,9 @@ impl State {
                 }
                 undo::Removed::Map(elements)
             }
-            Slot::Set(i) => undo::Removed::Set(std::mem::take(&mut self.rs.sets[i].elements)),
+            Slot::Set(i) => {
+                undo::Removed::Set(std::mem::take(Arc::make_mut(&mut self.rs.sets[i].elements)))
+            }
         };
         log.push(Undo::Deleted(name.to_owned(), removed, zero));
     }

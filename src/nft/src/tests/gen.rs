@@ -213,7 +213,7 @@ pub(super) fn build(s: &Spec) -> Ruleset {
             family,
             interval: spec.interval,
             comment: if spec.recomment { "other" } else { "peers" }.into(),
-            elements,
+            elements: elements.into(),
         });
     }
     let present: Vec<usize> = (0..CHAINS).filter(|&i| s.chains[i].is_some()).collect();

@@ -40,7 +40,7 @@ fn set(name: &str, interval: bool, elements: Vec<SetElement>) -> AddrSet {
         family: Family::V4,
         interval,
         comment: "c".into(),
-        elements,
+        elements: elements.into(),
     }
 }
 
@@ -220,7 +220,7 @@ fn map_or_chain_definition_change_is_a_full_replace() {
 fn zero_end_element_follows_the_first_range() {
     let a = small();
     let mut b = small();
-    b.sets[0].elements = vec![elem("0.0.0.0", "0.0.0.255", None)];
+    *b.sets[0].elements_mut() = vec![elem("0.0.0.0", "0.0.0.255", None)];
     assert_eq!(
         lines(&plan(Some(&a), &b)),
         [
