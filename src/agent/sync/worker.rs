@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
 use nftpolicy_core::resolve::{Changes, Incremental, Resolution};
-use nftpolicy_core::ruleset::build::{build_cached, build_with, Options, SetCache};
+use nftpolicy_core::ruleset::build::{build_cached, build_with, BuildCache, Options};
 use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
 use nftpolicy_nft::{ApplyError, ApplyReport, Dataplane};
@@ -165,7 +165,7 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
 struct Resolver {
     incremental: Incremental,
     /// `None` when every sync resolves from scratch (nothing to reuse).
-    sets: Option<SetCache>,
+    sets: Option<BuildCache>,
     /// The take the kept state stands for.
     sequence: Option<u64>,
     check_every: Option<Duration>,
@@ -176,7 +176,7 @@ impl Resolver {
     fn new(target: &Target) -> Self {
         Self {
             incremental: Incremental::new(target.node.clone()),
-            sets: target.resolve_check.map(|_| SetCache::default()),
+            sets: target.resolve_check.map(|_| BuildCache::default()),
             sequence: None,
             check_every: target.resolve_check,
             last_check: Instant::now(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nftpolicy_core::model::*;
 use nftpolicy_core::resolve::{differences, resolve, Changes, Incremental, Resolution};
-use nftpolicy_core::ruleset::build::{build, build_cached, Options, SetCache};
+use nftpolicy_core::ruleset::build::{build, build_cached, BuildCache, Options};
 use nftpolicy_testkit::*;
 use proptest::prelude::*;
 
@@ -508,9 +508,9 @@ fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError>
     let mut s = initial;
     let mut prev = Arc::new(s.clone());
     // Each node's resolver, and the builder's cache of its sets.
-    let mut resolvers: Vec<(&str, Incremental, SetCache)> = NODES[..2]
+    let mut resolvers: Vec<(&str, Incremental, BuildCache)> = NODES[..2]
         .iter()
-        .map(|&n| (n, Incremental::new(n), SetCache::default()))
+        .map(|&n| (n, Incremental::new(n), BuildCache::default()))
         .collect();
     for (node, inc, sets) in &mut resolvers {
         let got = inc.resolve(&prev, None);
@@ -854,9 +854,9 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
         local_pods: 110,
     }));
     let mut inc = Incremental::new(LOCAL_NODE);
-    let mut sets = SetCache::default();
+    let mut sets = BuildCache::default();
     let first = build_cached(&inc.resolve(&s, None), &Options::default(), &mut sets);
-    assert_eq!(sets.reused(), 0, "nothing to reuse on the first build");
+    assert_eq!(sets.reused_sets(), 0, "nothing to reuse on the first build");
     let total = first.sets.len();
     assert!(total > 10, "{total} sets");
 
@@ -886,7 +886,9 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
         "the cached build differs"
     );
     assert!(rs.sets == first.sets, "the same sets");
-    assert_eq!(sets.reused(), total, "every set reused");
+    assert_eq!(sets.reused_sets(), total, "every set reused");
+    let pod_chains = rs.chains.iter().filter(|c| c.base.is_none()).count();
+    assert_eq!(sets.reused_chains(), pod_chains, "every pod chain reused");
 
     // A pod the app-1 peers select: the sets holding it are new.
     let mut moved = (*quiet).clone();
@@ -909,10 +911,32 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
         .filter(|set| set.contains(&"10.250.0.2".parse().unwrap()))
         .count();
     assert!(grown > 0, "some peer set selects the new pod");
+    let looking_up_new = next
+        .chains
+        .iter()
+        .filter(|c| {
+            c.base.is_none()
+                && c.rules.iter().any(|r| {
+                    r.matches.iter().any(|m| {
+                        m.set().is_some_and(|name| {
+                            next.sets.iter().any(|s| {
+                                s.name == name && s.contains(&"10.250.0.2".parse().unwrap())
+                            })
+                        })
+                    })
+                })
+        })
+        .count();
+    assert!(looking_up_new > 0);
     assert!(
-        sets.reused() + grown <= next.sets.len() && sets.reused() > next.sets.len() / 2,
+        sets.reused_chains() <= pod_chains - looking_up_new,
+        "a chain looking up a changed set is planned again: {} reused, {looking_up_new} of {pod_chains} changed",
+        sets.reused_chains()
+    );
+    assert!(
+        sets.reused_sets() + grown <= next.sets.len() && sets.reused_sets() > next.sets.len() / 2,
         "reused {} of {} sets, {grown} hold the new pod",
-        sets.reused(),
+        sets.reused_sets(),
         next.sets.len()
     );
 }

@@ -59,7 +59,7 @@ pub struct PeerCache {
     sets: HashMap<PeerKey, Rc<PeerSet>>,
     /// Sets forgotten since the last compilation: one computed again with
     /// the same addresses is this one, so that what was built from it can
-    /// be reused (`ruleset::build::SetCache`).
+    /// be reused (`ruleset::build::BuildCache`).
     stale: HashMap<PeerKey, Rc<PeerSet>>,
     /// Egress named ports, per key.
     pub(super) named: HashMap<NamedPortKey, Rc<Vec<NamedPort>>>,

@@ -58,30 +58,51 @@ pub struct Options {
     pub cut_mark: Option<u32>,
 }
 
-/// The elements of each set of the last build, with the peer sets they
-/// were made of. A build given the cache reuses the elements of a set
-/// whose peer sets are the very same (`Rc::ptr_eq`: the incremental
-/// resolver hands unchanged peer sets over as they were), instead of
-/// writing them again with their comments. It keeps the peer sets alive,
-/// so an address cannot be reused by another set meanwhile; it is not
-/// `Send` and lives with the resolver.
+/// What the last build made, for the next: each set's elements with the
+/// peer sets they were made of, and each pod chain with the compiled
+/// policies it was planned from. A build given the cache reuses the
+/// elements of a set whose peer sets are the very same (`Rc::ptr_eq`: the
+/// incremental resolver hands unchanged peer sets over as they were), and
+/// a pod chain whose policies compiled to the same rules (and whose sets
+/// keep their names), instead of writing them again with their names and
+/// comments. It keeps the peer sets alive, so an address cannot be reused
+/// by another set meanwhile; it is not `Send` and lives with the resolver.
 #[derive(Debug, Default)]
-pub struct SetCache {
+pub struct BuildCache {
     sets: HashMap<String, Cached>,
-    reused: usize,
+    chains: HashMap<(NamespacedName, Direction), CachedChain>,
+    reused_sets: usize,
+    reused_chains: usize,
 }
 
+/// A set of the last build.
 #[derive(Debug)]
 struct Cached {
     family: Family,
+    comment: String,
     members: Vec<(Rc<PeerSet>, Option<u16>)>,
     elements: Arc<Vec<SetElement>>,
 }
 
-impl SetCache {
+/// A pod chain of the last build.
+#[derive(Debug)]
+struct CachedChain {
+    /// The compiled policies it was planned from, in the pod's order.
+    inputs: Vec<ResolvedPolicy>,
+    chain: Chain,
+    /// The sets its rules look up, in order: key, id and name.
+    sets: Vec<(SetKey, String, String)>,
+}
+
+impl BuildCache {
     /// How many sets the last build took from the cache.
-    pub fn reused(&self) -> usize {
-        self.reused
+    pub fn reused_sets(&self) -> usize {
+        self.reused_sets
+    }
+
+    /// How many pod chains the last build took from the cache.
+    pub fn reused_chains(&self) -> usize {
+        self.reused_chains
     }
 }
 
@@ -98,7 +119,7 @@ pub fn build_with(resolution: &Resolution, opts: &Options) -> Ruleset {
 /// [`build_with`], reusing the elements of the sets of the last build
 /// whose peer sets did not change, and keeping this build's for the next.
 /// The ruleset is the one [`build_with`] makes.
-pub fn build_cached(resolution: &Resolution, opts: &Options, cache: &mut SetCache) -> Ruleset {
+pub fn build_cached(resolution: &Resolution, opts: &Options, cache: &mut BuildCache) -> Ruleset {
     build_inner(resolution, opts, names::hash64, MERGE_LIMIT, Some(cache))
 }
 
@@ -124,7 +145,7 @@ fn build_inner(
     opts: &Options,
     hash: fn(&str) -> u64,
     merge_limit: usize,
-    cache: Option<&mut SetCache>,
+    mut cache: Option<&mut BuildCache>,
 ) -> Ruleset {
     let mut rs = Ruleset::default();
     for dir in Direction::ALL {
@@ -146,44 +167,100 @@ fn build_inner(
         .iter()
         .map(|p| ((&p.key, p.direction), p))
         .collect();
-    let mut plans = Vec::new();
+    // Each pod chain: taken from the cache when its policies compiled to
+    // the same rules, else planned.
+    let mut prev_chains = cache
+        .as_deref_mut()
+        .map(|c| std::mem::take(&mut c.chains))
+        .unwrap_or_default();
+    let mut work = Vec::new();
     for pod in &resolution.pods {
         for dir in Direction::ALL {
-            if !pod.policies(dir).is_empty() {
-                plans.push((pod, dir, plan_pod(pod, dir, &by_key, merge_limit)));
+            if pod.policies(dir).is_empty() {
+                continue;
             }
+            let inputs: Vec<&ResolvedPolicy> = pod
+                .policies(dir)
+                .iter()
+                .filter_map(|name| by_key.get(&(name, dir)).copied())
+                .collect();
+            let hit = prev_chains
+                .remove(&(pod.key.clone(), dir))
+                .filter(|c| c.inputs.len() == inputs.len())
+                .filter(|c| c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b));
+            let planned = match hit {
+                Some(cached) => Err(cached),
+                None => Ok(plan_pod(pod, dir, &by_key, merge_limit)),
+            };
+            work.push((pod, dir, inputs, planned));
         }
     }
-    let keys = plans
-        .iter()
-        .flat_map(|(_, _, plan)| plan.rules.iter().filter_map(|r| r.lookup.as_ref()))
-        .map(|l| &l.key);
+    drop(prev_chains);
+    let keys = work.iter().flat_map(|(_, _, _, planned)| -> Vec<&SetKey> {
+        match planned {
+            Ok(plan) => plan
+                .rules
+                .iter()
+                .filter_map(|r| r.lookup.as_ref())
+                .map(|l| &l.key)
+                .collect(),
+            Err(cached) => cached.sets.iter().map(|(key, _, _)| key).collect(),
+        }
+    });
     let mut b = Builder {
         sets: Vec::new(),
         ids: names::SetIds::with_hash(keys, hash),
         added: HashSet::new(),
         cache,
         next: HashMap::new(),
-        reused: 0,
+        reused_sets: 0,
+        used: Vec::new(),
     };
-    for (pod, dir, plan) in plans {
-        let mut rules: Vec<Rule> = plan.rules.iter().map(|r| b.rule(dir, r)).collect();
+    let mut next_chains = HashMap::new();
+    let mut reused_chains = 0;
+    for (pod, dir, inputs, planned) in work {
+        let planned = match planned {
+            Err(cached) => match b.reuse_chain(cached) {
+                Ok(cached) => {
+                    reused_chains += 1;
+                    rs.chains.push(cached.chain.clone());
+                    next_chains.insert((pod.key.clone(), dir), cached);
+                    continue;
+                }
+                // A set id moved (a new colliding key): plan it again.
+                Err(()) => plan_pod(pod, dir, &by_key, merge_limit),
+            },
+            Ok(plan) => plan,
+        };
+        b.used.clear();
+        let mut rules: Vec<Rule> = planned.rules.iter().map(|r| b.rule(dir, r)).collect();
         rules.push(
             Rule::new(vec![], Verdict::Drop)
                 .counted()
-                .comment(names::drop_comment(dir, &plan.deny_only)),
+                .comment(names::drop_comment(dir, &planned.deny_only)),
         );
-        rs.chains.push(Chain {
+        let chain = Chain {
             name: names::pod_chain(dir, &pod.key),
             base: None,
             comment: names::pod_chain_comment(dir, &pod.key),
             rules,
-        });
+        };
+        if b.cache.is_some() {
+            let cached = CachedChain {
+                inputs: inputs.into_iter().cloned().collect(),
+                chain: chain.clone(),
+                sets: std::mem::take(&mut b.used),
+            };
+            next_chains.insert((pod.key.clone(), dir), cached);
+        }
+        rs.chains.push(chain);
     }
     rs.sets.append(&mut b.sets);
     if let Some(cache) = b.cache {
-        cache.reused = b.reused;
+        cache.reused_chains = reused_chains;
+        cache.reused_sets = b.reused_sets;
         cache.sets = b.next;
+        cache.chains = next_chains;
     }
     rs
 }
@@ -545,10 +622,12 @@ struct Builder<'c> {
     /// A set joins the table once, whichever pod chains look it up.
     added: HashSet<String>,
     /// The last build's sets, if caching.
-    cache: Option<&'c mut SetCache>,
+    cache: Option<&'c mut BuildCache>,
     /// This build's sets, for the next.
     next: HashMap<String, Cached>,
-    reused: usize,
+    reused_sets: usize,
+    /// The sets the chain being built looks up (key, id, name), if caching.
+    used: Vec<(SetKey, String, String)>,
 }
 
 impl Builder<'_> {
@@ -588,22 +667,58 @@ impl Builder<'_> {
             [_] => names::peer_set(&id, family),
             _ => names::union_set(&id, family),
         };
+        if self.cache.is_some() {
+            self.used
+                .push((lookup.key.clone(), id.clone(), name.clone()));
+        }
         if self.added.insert(name.clone()) {
-            let elements = self.elements(&name, lookup);
+            let comment = names::describe_set(&lookup.key);
+            let elements = self.elements(&name, &comment, lookup);
             self.sets.push(AddrSet {
                 name: name.clone(),
                 family,
                 interval: elements.iter().any(|e| e.range.is_range()),
-                comment: names::describe_set(&lookup.key),
+                comment,
                 elements,
             });
         }
         name
     }
 
+    /// Takes a cached pod chain's sets into this build, if each still has
+    /// the id it had (a new key whose hash collides can move ids); the
+    /// chain back if so.
+    fn reuse_chain(&mut self, cached: CachedChain) -> Result<CachedChain, ()> {
+        let cache = self.cache.as_deref_mut().ok_or(())?;
+        let available = |name: &String| self.added.contains(name) || cache.sets.contains_key(name);
+        if !cached
+            .sets
+            .iter()
+            .all(|(key, id, name)| self.ids.id(key) == *id && available(name))
+        {
+            return Err(());
+        }
+        for (_, _, name) in &cached.sets {
+            if !self.added.insert(name.clone()) {
+                continue;
+            }
+            let set = cache.sets.remove(name).ok_or(())?;
+            self.reused_sets += 1;
+            self.sets.push(AddrSet {
+                name: name.clone(),
+                family: set.family,
+                interval: set.elements.iter().any(|e| e.range.is_range()),
+                comment: set.comment.clone(),
+                elements: Arc::clone(&set.elements),
+            });
+            self.next.insert(name.clone(), set);
+        }
+        Ok(cached)
+    }
+
     /// The elements of the set `name` for `lookup`: the cached ones when
     /// the last build made it of the same peer sets, else written anew.
-    fn elements(&mut self, name: &str, lookup: &Lookup<'_>) -> Arc<Vec<SetElement>> {
+    fn elements(&mut self, name: &str, comment: &str, lookup: &Lookup<'_>) -> Arc<Vec<SetElement>> {
         let family = lookup.family;
         let same = |c: &Cached| {
             c.family == family
@@ -618,7 +733,7 @@ impl Builder<'_> {
         };
         let elements = match cache.sets.remove(name).filter(same) {
             Some(hit) => {
-                self.reused += 1;
+                self.reused_sets += 1;
                 hit.elements
             }
             None => Arc::new(write_elements(lookup)),
@@ -630,6 +745,7 @@ impl Builder<'_> {
             .collect();
         let cached = Cached {
             family,
+            comment: comment.to_owned(),
             members,
             elements: Arc::clone(&elements),
         };
