@@ -340,7 +340,9 @@ impl State {
                 (Some(a), Some(b)) if Arc::ptr_eq(a, b) || a == b => continue,
                 _ => {}
             }
+            let old_slot = self.index.slot(key);
             self.index.update(key, new);
+            let new_slot = self.index.slot(key);
             let now_local = new.filter(|p| is_local(p, node));
             if old.is_some_and(|p| is_local(p, node)) || now_local.is_some() {
                 local_namespaces.insert(key.namespace.as_str());
@@ -353,9 +355,16 @@ impl State {
                 pod.filter(|p| p.ignored().is_none())
                     .map(|p| (p, s.namespace_labels(&p.namespace)))
             });
-            for (p, ns_labels) in versions.iter().flatten() {
-                self.cache.forget_pod(p, ns_labels);
-            }
+            let [old_v, new_v] =
+                [(&versions[0], old_slot), (&versions[1], new_slot)].map(|(version, slot)| {
+                    Some(peers::Version {
+                        slot: slot?,
+                        pod: version.as_ref()?.0,
+                        ns_labels: &version.as_ref()?.1,
+                    })
+                });
+            self.cache
+                .move_pod(&self.index, old_v.as_ref(), new_v.as_ref());
             for (dep, who) in &self.dependents {
                 if versions
                     .iter()

@@ -26,23 +26,20 @@ pub struct Index {
     origins: Vec<OnceCell<Origin>>,
     /// Free slots, reused first.
     free: Vec<usize>,
-    /// Slot of each pod, made on the first [`Index::update`] (a full
-    /// resolve never needs it).
-    slot_of: Option<HashMap<NamespacedName, usize>>,
     active: usize,
     by_namespace: BTreeMap<String, Vec<usize>>,
     by_label: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
 /// Inserts `v` into the sorted `list`.
-fn insert_sorted(list: &mut Vec<usize>, v: usize) {
+pub(super) fn insert_sorted(list: &mut Vec<usize>, v: usize) {
     if let Err(at) = list.binary_search(&v) {
         list.insert(at, v);
     }
 }
 
 /// Removes `v` from the sorted `list`; whether the list is now empty.
-fn remove_sorted(list: &mut Vec<usize>, v: usize) -> bool {
+pub(super) fn remove_sorted(list: &mut Vec<usize>, v: usize) -> bool {
     if let Ok(at) = list.binary_search(&v) {
         list.remove(at);
     }
@@ -88,9 +85,6 @@ impl Index {
                 }
             }
         }
-        if let Some(slot_of) = &mut self.slot_of {
-            slot_of.insert(pod.key(), slot);
-        }
         self.slots[slot] = Some(pod);
         self.active += 1;
     }
@@ -119,9 +113,6 @@ impl Index {
                 }
             }
         }
-        if let Some(slot_of) = &mut self.slot_of {
-            slot_of.remove(&pod.key());
-        }
         self.free.push(slot);
         self.active -= 1;
     }
@@ -129,21 +120,22 @@ impl Index {
     /// Moves pod `key` to its new version (`None`: deleted). An inactive
     /// version is not indexed.
     pub fn update(&mut self, key: &NamespacedName, new: Option<&Arc<Pod>>) {
-        if self.slot_of.is_none() {
-            let slot_of = self
-                .slots
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| p.as_ref().map(|p| (p.key(), i)))
-                .collect();
-            self.slot_of = Some(slot_of);
-        }
-        if let Some(slot) = self.slot_of.as_ref().and_then(|m| m.get(key)).copied() {
+        if let Some(slot) = self.slot(key) {
             self.take(slot);
         }
         if let Some(pod) = new.filter(|p| p.ignored().is_none()) {
             self.add(Arc::clone(pod));
         }
+    }
+
+    /// The slot of the active pod `key`: a search of its namespace's pods
+    /// (no map of keys: at 100,000 pods one would cost 12 MiB).
+    pub fn slot(&self, key: &NamespacedName) -> Option<usize> {
+        self.by_namespace
+            .get(key.namespace.as_str())?
+            .iter()
+            .copied()
+            .find(|&slot| self.pod(slot).name == key.name)
     }
 
     /// The pod in `slot` (a slot a selection returned).

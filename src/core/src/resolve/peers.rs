@@ -2,9 +2,10 @@
 //! ranges with `except` carved out.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 
-use super::index::Index;
+use super::index::{self, Index};
 use super::{Addr, AddrLists, IpBlock, NamedPort, NamedPortKey, Origin, PeerKey, PeerSet, SetKey};
 use crate::model::net::{carve, AddrRange};
 use crate::model::{Labels, NamespaceScope, Peer, Pod, Selector, Snapshot};
@@ -51,7 +52,7 @@ fn key_reads_namespace(key: &PeerKey, old: &Labels, new: &Labels) -> bool {
 /// common across policies, are looked up once; identical peer definitions
 /// get one shared [`PeerSet`]. [`resolve`](super::resolve) uses one per
 /// sync; the incremental resolver keeps one across syncs and forgets
-/// what each change may touch ([`PeerCache::forget_pod`],
+/// what each change may touch ([`PeerCache::move_pod`],
 /// [`PeerCache::forget_namespace`]).
 #[derive(Default)]
 pub struct PeerCache {
@@ -65,28 +66,164 @@ pub struct PeerCache {
     pub(super) named: HashMap<NamedPortKey, Rc<Vec<NamedPort>>>,
 }
 
+/// A version of a changed pod, as the peer cache sees it: its slot in the
+/// index, the pod (active), and its namespace's labels.
+pub(super) struct Version<'a> {
+    pub slot: usize,
+    pub pod: &'a Pod,
+    pub ns_labels: &'a Labels,
+}
+
+/// `addrs` with the entries of `old` (the IPs of a pod that left) taken
+/// out and those of `new` put in; `None` when that cannot be done entry by
+/// entry: an address held by another pod too (normalising keeps one of
+/// them), or one that is not where it should be.
+fn moved(
+    addrs: &AddrLists,
+    old: Option<&[IpAddr]>,
+    new: Option<(&[IpAddr], &Origin)>,
+    origin: &Origin,
+    held_by_another: impl Fn(&IpAddr) -> bool,
+) -> Option<AddrLists> {
+    let mut out = addrs.clone();
+    fn list<'l>(out: &'l mut AddrLists, ip: &IpAddr) -> &'l mut Vec<Addr> {
+        match ip {
+            IpAddr::V4(_) => &mut out.v4,
+            IpAddr::V6(_) => &mut out.v6,
+        }
+    }
+    for ip in old.unwrap_or_default() {
+        if held_by_another(ip) {
+            return None;
+        }
+        let l = list(&mut out, ip);
+        let at = l.binary_search_by(|a| a.range.first.cmp(ip)).ok()?;
+        let entry = &l[at];
+        if entry.range.last != *ip || entry.origins.as_slice() != std::slice::from_ref(origin) {
+            return None;
+        }
+        l.remove(at);
+    }
+    if let Some((ips, origin)) = new {
+        for ip in ips {
+            let l = list(&mut out, ip);
+            // An address in a range (never here: no ipBlocks) or held by
+            // another pod: leave it to a full computation.
+            let at = l.binary_search_by(|a| a.range.first.cmp(ip)).err()?;
+            if at > 0 && l[at - 1].range.contains(ip) {
+                return None;
+            }
+            l.insert(at, Addr::new(AddrRange::single(*ip), origin.clone()));
+        }
+    }
+    Some(out)
+}
+
 impl PeerCache {
-    /// Forgets every selection, peer set and named port that a version of
-    /// `pod` (active, in a namespace labelled `ns_labels`) may be part of:
-    /// call it with the old and the new version of a changed pod.
-    pub(super) fn forget_pod(&mut self, pod: &Pod, ns_labels: &Labels) {
-        self.by_selector
-            .retain(|(own, scope, sel), _| !peer_finds(own, scope, sel, pod, ns_labels));
-        let gone = self
-            .sets
-            .extract_if(|key, _| key_finds(key, pod, ns_labels));
-        self.stale.extend(gone);
+    /// Moves a changed pod in every selection and peer set that found its
+    /// `old` version or finds its `new` one, entry by entry; forgets what
+    /// cannot be moved so (sets with ipBlocks, an address two pods hold)
+    /// and every named port that may read it. `index` is the index with
+    /// the change made.
+    pub(super) fn move_pod(
+        &mut self,
+        index: &Index,
+        old: Option<&Version<'_>>,
+        new: Option<&Version<'_>>,
+    ) {
+        let finds = |v: Option<&Version<'_>>, own: &str, scope: &NamespaceScope, sel: &Selector| {
+            v.is_some_and(|v| peer_finds(own, scope, sel, v.pod, v.ns_labels))
+        };
+        let same_slot = matches!((old, new), (Some(a), Some(b)) if a.slot == b.slot);
+        for ((own, scope, sel), slots) in self.by_selector.iter_mut() {
+            let (was, is) = (finds(old, own, scope, sel), finds(new, own, scope, sel));
+            if (was == is && same_slot) || (!was && !is) {
+                continue;
+            }
+            let list = Rc::make_mut(slots);
+            if let (true, Some(v)) = (was, old) {
+                index::remove_sorted(list, v.slot);
+            }
+            if let (true, Some(v)) = (is, new) {
+                index::insert_sorted(list, v.slot);
+            }
+        }
+        let origin = new.or(old).map(|v| Origin::Pod(Rc::new(v.pod.key())));
+        let mut forget = Vec::new();
+        for (key, set) in &mut self.sets {
+            let in_key =
+                |v: Option<&Version<'_>>| v.is_some_and(|v| key_finds(key, v.pod, v.ns_labels));
+            let (was, is) = (in_key(old), in_key(new));
+            if !was && !is {
+                continue;
+            }
+            let (old_ips, new_ips) = (
+                old.filter(|_| was).map(|v| v.pod.ips.as_slice()),
+                new.filter(|_| is).map(|v| v.pod.ips.as_slice()),
+            );
+            if old_ips.is_some() && old_ips == new_ips {
+                continue; // in it before and after, at the same addresses
+            }
+            let blocks = key.peers.iter().any(|p| matches!(p, Peer::IpBlock { .. }));
+            let origin = origin.as_ref().expect("a version exists");
+            let new_origin = new.filter(|_| is).map(|v| index.pod_origin(v.slot));
+            let new_entry = new
+                .filter(|_| is)
+                .map(|v| v.pod.ips.as_slice())
+                .zip(new_origin.as_ref());
+            // Another pod of the set at one of the old version's addresses
+            // (its entry was the one kept): a full computation. The
+            // selections are moved already; one that is not cached is
+            // not known.
+            let by_selector = &self.by_selector;
+            let held_by_another = |ip: &IpAddr| {
+                key.peers.iter().any(|p| {
+                    let Peer::Pods { namespaces, pods } = p else {
+                        return false;
+                    };
+                    let own = match namespaces {
+                        NamespaceScope::Own => key.namespace.clone().unwrap_or_default(),
+                        NamespaceScope::Matching(_) => String::new(),
+                    };
+                    match by_selector.get(&(own, namespaces.clone(), pods.clone())) {
+                        Some(slots) => slots.iter().any(|&s| {
+                            new.is_none_or(|v| v.slot != s) && index.pod(s).ips.contains(ip)
+                        }),
+                        None => true,
+                    }
+                })
+            };
+            let patched = (!blocks)
+                .then(|| moved(&set.addrs, old_ips, new_entry, origin, held_by_another))
+                .flatten();
+            match patched {
+                Some(addrs) => {
+                    *set = Rc::new(PeerSet {
+                        key: set.key.clone(),
+                        addrs,
+                    })
+                }
+                None => forget.push(key.clone()),
+            }
+        }
+        for key in forget {
+            if let Some(set) = self.sets.remove(&key) {
+                self.stale.insert(key, set);
+            }
+        }
         // Named ports of a rule without pod peers, or with ipBlocks, read
         // every pod.
-        self.named.retain(|key, _| {
-            let open = key.peers.peers.is_empty()
-                || key
-                    .peers
-                    .peers
-                    .iter()
-                    .any(|p| matches!(p, Peer::IpBlock { .. }));
-            !open && !key_finds(&key.peers, pod, ns_labels)
-        });
+        for v in [old, new].into_iter().flatten() {
+            self.named.retain(|key, _| {
+                let open = key.peers.peers.is_empty()
+                    || key
+                        .peers
+                        .peers
+                        .iter()
+                        .any(|p| matches!(p, Peer::IpBlock { .. }));
+                !open && !key_finds(&key.peers, v.pod, v.ns_labels)
+            });
+        }
     }
 
     /// Forgets everything that selects namespaces by labels that `old` or
