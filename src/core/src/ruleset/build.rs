@@ -731,11 +731,12 @@ impl Builder<'_> {
         let Some(cache) = self.cache.as_deref_mut() else {
             return Arc::new(write_elements(lookup));
         };
-        let elements = match cache.sets.remove(name).filter(same) {
-            Some(hit) => {
+        let elements = match cache.sets.remove(name) {
+            Some(hit) if same(&hit) => {
                 self.reused_sets += 1;
                 hit.elements
             }
+            Some(old) => Arc::new(rewrite_elements(&old, lookup)),
             None => Arc::new(write_elements(lookup)),
         };
         let members = lookup
@@ -754,6 +755,46 @@ impl Builder<'_> {
     }
 }
 
+/// The elements of the set `lookup` reads, from those of `old`, the same
+/// set of the last build made of other peer sets: when both are one peer
+/// set of the same definition, the entries they share keep their element
+/// (a copy, not a new comment), and only the others are written.
+fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
+    let family = lookup.family;
+    let (Some((was, port)), [now]) = (old.members.first(), lookup.members.as_slice()) else {
+        return write_elements(lookup);
+    };
+    if old.members.len() != 1 || old.family != family || *port != now.port || was.key != now.set.key
+    {
+        return write_elements(lookup);
+    }
+    let (before, after) = (was.addrs.family(family), now.set.addrs.family(family));
+    let order = |a: &Addr| (a.range.first, a.range.last);
+    let mut out = Vec::with_capacity(after.len());
+    let mut i = 0;
+    for a in after {
+        while i < before.len() && order(&before[i]) < order(a) {
+            i += 1;
+        }
+        match before.get(i) {
+            Some(b) if b == a => {
+                out.push(old.elements[i].clone());
+                i += 1;
+            }
+            _ => out.push(element(a)),
+        }
+    }
+    out
+}
+
+/// The element of one address entry, its comment naming the pods or blocks.
+fn element(a: &Addr) -> SetElement {
+    SetElement {
+        range: a.range,
+        comment: Some(names::element_comment(&a.origins)),
+    }
+}
+
 /// The elements of the set `lookup` reads, each with its comment.
 fn write_elements(lookup: &Lookup<'_>) -> Vec<SetElement> {
     let family = lookup.family;
@@ -765,11 +806,5 @@ fn write_elements(lookup: &Lookup<'_>) -> Vec<SetElement> {
                 .collect(),
         )),
     };
-    addrs
-        .iter()
-        .map(|a| SetElement {
-            range: a.range,
-            comment: Some(names::element_comment(&a.origins)),
-        })
-        .collect()
+    addrs.iter().map(element).collect()
 }
