@@ -692,3 +692,39 @@ async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
     );
     agent.stop().await;
 }
+
+/// `--full-resolve`: every sync from scratch, nothing kept, nothing checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_full_resolve_keeps_no_state() {
+    let fake = FakeApi::new();
+    shop(&fake);
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.incremental = false;
+    cfg.resolve_check = Some(Duration::ZERO);
+    let agent = Agent::start_with(fake.clone(), cfg);
+    agent
+        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
+        .await;
+    fake.apply(pod(
+        "shop",
+        "frontend",
+        "node-b",
+        FRONTEND,
+        json!({"app": "x"}),
+    ));
+    agent
+        .until("the relabelled peer denied", |rs| {
+            !allows(rs, FRONTEND, WEB)
+        })
+        .await;
+    assert!(metric(&agent, "kube_nftpolicy_resolves_total{kind=\"full\"}") >= 2.0);
+    assert_eq!(
+        metric(
+            &agent,
+            "kube_nftpolicy_resolves_total{kind=\"incremental\"}"
+        ),
+        0.0
+    );
+    assert_eq!(metric(&agent, "kube_nftpolicy_resolve_checks_total"), 0.0);
+    agent.stop().await;
+}

@@ -70,10 +70,13 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "S", default_value_t = 300)]
     pub resync_secs: u64,
     /// Check the incrementally kept resolution against a full resolve this
-    /// often, after a sync (seconds; 0: keep no state, resolve every sync
-    /// from scratch).
+    /// often, after a sync (seconds; 0: never).
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub resolve_check_secs: u64,
+    /// Resolve every sync from scratch and keep no state between syncs:
+    /// less memory in large clusters, more CPU per change.
+    #[arg(long)]
+    pub full_resolve: bool,
     /// Replace the whole table at least this often, repairing any drift (seconds).
     #[arg(long, value_name = "S", default_value_t = 3600)]
     pub full_replace_secs: u64,
@@ -180,6 +183,7 @@ pub fn run_controller(args: &ControllerArgs) -> u8 {
     sync.min_interval = Duration::from_millis(args.min_sync_interval_ms);
     sync.resync = Duration::from_secs(args.resync_secs.max(1));
     sync.full_replace = Duration::from_secs(args.full_replace_secs.max(1));
+    sync.incremental = !args.full_resolve;
     sync.resolve_check =
         (args.resolve_check_secs > 0).then(|| Duration::from_secs(args.resolve_check_secs));
     sync.log = args.log_options();

@@ -50,8 +50,10 @@ pub struct Taken {
     pub snapshot: Arc<Snapshot>,
     /// Arrival of the oldest event not covered by an earlier take.
     pub pending_since: Option<Instant>,
-    /// The keys of the objects changed since the previous take.
-    pub changes: Changes,
+    /// The keys of the objects changed since the previous take; `None`
+    /// for the first take, or after more than [`MAX_CHANGES`] changes
+    /// (resolve from scratch).
+    pub changes: Option<Changes>,
     /// The number of this take (1, 2, ...): the changes are complete
     /// relative to take `sequence - 1` only.
     pub sequence: u64,
@@ -98,8 +100,9 @@ struct State {
     changed: bool,
     pending_since: Option<Instant>,
     generation: u64,
-    /// Keys changed since the last take.
-    changes: Changes,
+    /// Keys changed since the last take; `None` until the first take and
+    /// when too many to be worth it.
+    changes: Option<Changes>,
     /// Takes so far.
     takes: u64,
 }
@@ -126,8 +129,21 @@ fn object_key(o: &Object) -> NamespacedName {
     }
 }
 
-/// Records `key` of `kind` as changed.
-fn record(changes: &mut Changes, kind: Kind, key: NamespacedName) {
+/// Most changed keys recorded between two takes; past them, the next sync
+/// resolves from scratch (cheaper than following them one by one, and the
+/// keys of a cluster-wide re-list are not kept).
+pub const MAX_CHANGES: usize = 5_000;
+
+/// Records `key` of `kind` as changed (nothing once `changes` is `None`).
+fn record(changes: &mut Option<Changes>, kind: Kind, key: NamespacedName) {
+    let Some(c) = changes else {
+        return;
+    };
+    if c.pods.len() + c.namespaces.len() + c.policies.len() >= MAX_CHANGES {
+        *changes = None;
+        return;
+    }
+    let changes = c;
     match kind {
         Kind::Namespace => {
             changes.namespaces.insert(key.name);
@@ -175,7 +191,12 @@ fn add(s: &mut Snapshot, o: Object) {
 /// Replaces the objects of `kind` with those of `fresh` if they differ
 /// (only then is `s` copied), recording the keys that differ in
 /// `changes`; whether they differed.
-fn replace_kind(s: &mut Arc<Snapshot>, kind: Kind, fresh: Snapshot, changes: &mut Changes) -> bool {
+fn replace_kind(
+    s: &mut Arc<Snapshot>,
+    kind: Kind,
+    fresh: Snapshot,
+    changes: &mut Option<Changes>,
+) -> bool {
     let keys = match kind {
         Kind::Namespace => changed_keys(&s.namespaces, &fresh.namespaces)
             .into_iter()
@@ -396,7 +417,7 @@ impl Stores {
         Take::Snapshot(Taken {
             snapshot: st.snapshot.clone(),
             pending_since: st.pending_since.take(),
-            changes: std::mem::take(&mut st.changes),
+            changes: st.changes.replace(Changes::default()),
             sequence: st.takes,
         })
     }
@@ -482,7 +503,7 @@ mod tests {
         };
         let key = |n: &str| NamespacedName::new("shop", n);
         assert_eq!(first.sequence, 1);
-        assert_eq!(first.changes.pods, BTreeSet::from([key("web"), key("db")]));
+        assert_eq!(first.changes, None, "the first take resolves from scratch");
 
         // An unchanged object is no change; a relabelled one is.
         s.handle(Kind::Pod, Event::Apply(web.clone()));
@@ -491,14 +512,15 @@ mod tests {
             panic!("a change")
         };
         assert_eq!(second.sequence, 2);
-        assert_eq!(second.changes.pods, BTreeSet::from([key("db")]));
-        assert!(second.changes.namespaces.is_empty() && second.changes.policies.is_empty());
+        let changes = second.changes.expect("recorded after the first take");
+        assert_eq!(changes.pods, BTreeSet::from([key("db")]));
+        assert!(changes.namespaces.is_empty() && changes.policies.is_empty());
 
         // A forced take with nothing changed hands over no keys.
         let Take::Snapshot(third) = s.take(true) else {
             panic!("forced")
         };
-        assert!(third.changes.is_empty());
+        assert!(third.changes.is_some_and(|c| c.is_empty()));
 
         // A re-list: only the keys that differ from what was held (db
         // back to its old labels, web gone, api new).
@@ -508,9 +530,28 @@ mod tests {
         };
         assert_eq!(fourth.sequence, 4);
         assert_eq!(
-            fourth.changes.pods,
+            fourth.changes.expect("recorded").pods,
             BTreeSet::from([key("web"), key("db"), key("api")])
         );
         assert_eq!(fourth.snapshot.pods.len(), 2);
+
+        // More keys than are worth following: the next sync from scratch.
+        for i in 0..=MAX_CHANGES {
+            let ip = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+            s.handle(Kind::Pod, Event::Apply(pod(&format!("p{i}"), "x", &ip)));
+        }
+        let Take::Snapshot(fifth) = s.take(false) else {
+            panic!("a change")
+        };
+        assert_eq!(fifth.changes, None);
+        s.handle(Kind::Pod, Event::Apply(pod("one-more", "x", "10.9.0.1")));
+        let Take::Snapshot(sixth) = s.take(false) else {
+            panic!("a change")
+        };
+        assert_eq!(
+            sixth.changes.map(|c| c.pods.len()),
+            Some(1),
+            "recording again"
+        );
     }
 }

@@ -69,9 +69,11 @@ pub struct SyncConfig {
     pub retry_max: Duration,
     /// Delay of the follow-up sync when an apply deferred chain deletions.
     pub deferred_delay: Duration,
+    /// Resolve each sync from the kept state and the changed objects
+    /// (`false`: from scratch, keeping nothing between syncs).
+    pub incremental: bool,
     /// How often the incrementally kept resolution is checked against a
-    /// full resolve, after a sync (`None`: never; the dataplane thread
-    /// resolves every sync from scratch instead).
+    /// full resolve, after a sync (`None`: never).
     pub resolve_check: Option<Duration>,
     /// Drop and allow logging in the built ruleset (off by default here;
     /// the `controller` command turns drop logging on).
@@ -135,6 +137,7 @@ impl SyncConfig {
             retry_min: Duration::from_millis(500),
             retry_max: Duration::from_secs(30),
             deferred_delay: Duration::from_millis(200),
+            incremental: true,
             resolve_check: Some(Duration::from_secs(60)),
             log: LogOptions::OFF,
             observed: None,
@@ -179,6 +182,7 @@ pub async fn run<D: Dataplane + Send + 'static>(
         gate: gate.clone(),
         cut: cutter.map(|c| (c, cfg.guard.cut_mark.unwrap_or(DEFAULT_CUT_MARK))),
         netns: cfg.guard.netns.clone(),
+        incremental: cfg.incremental,
         resolve_check: cfg.resolve_check,
     };
     let worker = match Worker::start(target, dataplane, metrics.clone(), health.clone()) {

@@ -24,7 +24,7 @@ use crate::k8s::node::NodeView;
 use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
-use nftpolicy_core::resolve::{Changes, Incremental, Resolution};
+use nftpolicy_core::resolve::{resolve, Changes, Incremental, Resolution};
 use nftpolicy_core::ruleset::build::{build_cached, build_with, BuildCache, Options};
 use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
@@ -35,7 +35,7 @@ pub(super) struct Job {
     /// The whole view (shared with the stores, not a copy).
     pub snapshot: Arc<Snapshot>,
     /// The keys changed since the view of take `sequence - 1`.
-    pub changes: Changes,
+    pub changes: Option<Changes>,
     /// The take this view came from.
     pub sequence: u64,
     /// Make this apply a full replace, for this reason.
@@ -59,8 +59,10 @@ pub(super) struct Target {
     pub cut: Option<(Cutter, u32)>,
     /// The node's network namespace (for its addresses).
     pub netns: Option<String>,
+    /// Resolve incrementally and keep the state (else from scratch).
+    pub incremental: bool,
     /// How often the kept resolution is checked against a full resolve
-    /// (`None`: every sync resolves from scratch).
+    /// (`None`: never).
     pub resolve_check: Option<Duration>,
 }
 
@@ -161,9 +163,13 @@ impl<D: Dataplane + Send + 'static> Worker<D> {
 
 /// The thread's resolver: incremental, driven by the changed keys of each
 /// take, and checked against a full resolve every `check_every`; and the
-/// builder's cache of the sets whose peers did not change.
+/// builder's cache of the sets and chains whose inputs did not change. Or,
+/// with `--full-resolve`, a resolve from scratch every sync and no kept
+/// state.
 struct Resolver {
-    incremental: Incremental,
+    node: String,
+    /// `None`: every sync resolves from scratch.
+    incremental: Option<Incremental>,
     /// `None` when every sync resolves from scratch (nothing to reuse).
     sets: Option<BuildCache>,
     /// The take the kept state stands for.
@@ -175,8 +181,11 @@ struct Resolver {
 impl Resolver {
     fn new(target: &Target) -> Self {
         Self {
-            incremental: Incremental::new(target.node.clone()),
-            sets: target.resolve_check.map(|_| BuildCache::default()),
+            node: target.node.clone(),
+            incremental: target
+                .incremental
+                .then(|| Incremental::new(target.node.clone())),
+            sets: target.incremental.then(BuildCache::default),
             sequence: None,
             check_every: target.resolve_check,
             last_check: Instant::now(),
@@ -187,14 +196,20 @@ impl Resolver {
     /// job's changes when they follow the last take, else from scratch.
     fn resolve(&mut self, job: &Job, metrics: &Metrics, health: &Health) -> Resolution {
         health.stage(Stage::Step("resolve"));
-        let follows = self.check_every.is_some()
-            && self
-                .sequence
-                .is_some_and(|s| s.checked_add(1) == Some(job.sequence));
-        let changes = follows.then_some(&job.changes);
-        let resolution = self.incremental.resolve(&job.snapshot, changes);
+        let Some(incremental) = self.incremental.as_mut() else {
+            let resolution = resolve(&job.snapshot, &self.node);
+            let mut keys: Vec<_> = resolution.policies.iter().map(|p| &p.key).collect();
+            keys.dedup();
+            metrics.resolved(true, keys.len(), 0);
+            return resolution;
+        };
+        let follows = self
+            .sequence
+            .is_some_and(|s| s.checked_add(1) == Some(job.sequence));
+        let changes = job.changes.as_ref().filter(|_| follows);
+        let resolution = incremental.resolve(&job.snapshot, changes);
         self.sequence = Some(job.sequence);
-        let work = self.incremental.work();
+        let work = incremental.work();
         metrics.resolved(work.full, work.compiled, work.kept);
         resolution
     }
@@ -209,15 +224,15 @@ impl Resolver {
         metrics: &Metrics,
         health: &Health,
     ) {
-        let Some(every) = self.check_every else {
+        let (Some(every), Some(incremental)) = (self.check_every, self.incremental.as_mut()) else {
             return;
         };
-        if self.incremental.work().full || self.last_check.elapsed() < every {
+        if incremental.work().full || self.last_check.elapsed() < every {
             return;
         }
         health.stage(Stage::Step("check"));
         let start = Instant::now();
-        let differences = self.incremental.check(snapshot, kept);
+        let differences = incremental.check(snapshot, kept);
         health.idle();
         self.last_check = Instant::now();
         metrics.resolve_checked(differences);
