@@ -124,7 +124,9 @@ fn load_event_to_enforced_on_a_real_api_server() {
     nftpolicy_lab::kernel_test!("cluster_load");
     let started = Instant::now();
     let cycles = if report_mode() { REPORT_CYCLES } else { CYCLES };
-    let c = Cluster::up(5, 2, "");
+    // The agents check their incremental resolution against a full one
+    // after every sync (at most once a second): none may differ.
+    let c = Cluster::up(5, 2, "--resolve-check-secs 1");
     let up = started.elapsed();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -283,6 +285,26 @@ fn load_event_to_enforced_on_a_real_api_server() {
     println!("{checked} (checked in {:.1} s)", t.elapsed().as_secs_f64());
     let overflows: usize = monitors.iter().map(Monitor::overflows).sum();
     assert_eq!(overflows, 0, "the nf_tables monitor lost events");
+    for n in 1..=2u8 {
+        let text = report::metrics(&c.node_netns(n));
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .map_or(0.0, |v| v.trim().parse().expect("a metric value"))
+        };
+        let checks = value("kube_nftpolicy_resolve_checks_total");
+        let incremental = value("kube_nftpolicy_resolves_total{kind=\"incremental\"}");
+        println!("node{n}: {incremental} incremental resolves, {checks} checks");
+        assert!(
+            incremental > 0.0 && checks > 0.0,
+            "node{n} resolved incrementally and checked"
+        );
+        assert_eq!(
+            value("kube_nftpolicy_resolve_check_differences_total"),
+            0.0,
+            "node{n}: the incremental resolution differed from a full one"
+        );
+    }
 }
 
 /// The 1-minute load average (the machine is shared).
