@@ -6,8 +6,10 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use nftpolicy_core::model::{Protocol, Selector, Snapshot};
-use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::build::{build, build_with_merge_limit, Options, MERGE_LIMIT};
+use nftpolicy_core::resolve::{resolve, Changes, Incremental};
+use nftpolicy_core::ruleset::build::{
+    build, build_cached, build_with_merge_limit, BuildCache, Options, MERGE_LIMIT,
+};
 use nftpolicy_core::ruleset::render::render;
 use nftpolicy_core::ruleset::trace::{trace, CtState, Packet, L4};
 use nftpolicy_core::ruleset::Hook;
@@ -225,6 +227,106 @@ fn explain_one(c: &mut Criterion) {
     group.finish();
 }
 
+/// The agent's sync of one change, incremental: `Incremental::resolve`
+/// with the change's keys, `build_cached`, and the diff and netlink batch
+/// (`FakeDataplane`), there and back, per cluster size.
+struct Syncer {
+    base: std::sync::Arc<Snapshot>,
+    changed: std::sync::Arc<Snapshot>,
+    keys: Changes,
+    resolver: Incremental,
+    sets: BuildCache,
+    dp: FakeDataplane,
+}
+
+impl Syncer {
+    fn new(base: &std::sync::Arc<Snapshot>, changed: Snapshot) -> Self {
+        let changed = std::sync::Arc::new(changed);
+        let keys = Changes::between(base, &changed);
+        let mut resolver = Incremental::new(LOCAL_NODE);
+        let mut sets = BuildCache::default();
+        let mut dp = FakeDataplane::without_history();
+        let first = resolver.resolve(base, None);
+        dp.apply(&build_cached(&first, &Options::default(), &mut sets))
+            .expect("fake apply");
+        Self {
+            base: base.clone(),
+            changed,
+            keys,
+            resolver,
+            sets,
+            dp,
+        }
+    }
+
+    /// Asserts that the incremental resolution of the change is the full one.
+    fn check(&mut self) {
+        let got = self.resolver.resolve(&self.changed, Some(&self.keys));
+        assert_eq!(got, resolve(&self.changed, LOCAL_NODE));
+        self.resolver.resolve(&self.base, Some(&self.keys));
+    }
+
+    /// The change and its reverse, each one incremental sync.
+    fn there_and_back(&mut self) {
+        for to in [self.changed.clone(), self.base.clone()] {
+            let r = self.resolver.resolve(&to, Some(&self.keys));
+            let rs = build_cached(&r, &Options::default(), &mut self.sets);
+            self.dp.apply(&rs).expect("fake apply");
+        }
+    }
+}
+
+/// One change at 1k, 10k and 50k pods, synced incrementally. First an
+/// interleaved run (every size and change in turn, 40 rounds) that prints
+/// the medians and the 50k / 1k ratio measured together; then criterion.
+fn incremental(c: &mut Criterion) {
+    let mut syncers: Vec<(usize, &'static str, Syncer)> = Vec::new();
+    for (pods, _, s) in sizes() {
+        let base = std::sync::Arc::new(s);
+        for (name, changed) in changes(&base) {
+            let mut syncer = Syncer::new(&base, changed);
+            syncer.check();
+            syncers.push((pods, name, syncer));
+        }
+    }
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); syncers.len()];
+    for _ in 0..40 {
+        for (i, (_, _, syncer)) in syncers.iter_mut().enumerate() {
+            let t = std::time::Instant::now();
+            syncer.there_and_back();
+            times[i].push(t.elapsed().as_secs_f64() * 1e3 / 2.0);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let medians: Vec<f64> = times.iter_mut().map(median).collect();
+    eprintln!("one change, incremental sync (resolve + build + diff), median ms of 40 interleaved rounds:");
+    for name in ["pod added", "label changed", "policy edited"] {
+        let at = |pods: usize| {
+            syncers
+                .iter()
+                .position(|(p, n, _)| *p == pods && *n == name)
+                .map_or(f64::NAN, |i| medians[i])
+        };
+        let (small, mid, large) = (at(1_000), at(10_000), at(50_000));
+        eprintln!(
+            "  {name:14} 1k {small:6.2}  10k {mid:6.2}  50k {large:6.2}  50k/1k {:.2}",
+            large / small
+        );
+    }
+    let mut group = c.benchmark_group("incremental");
+    group.sample_size(20);
+    for (pods, name, syncer) in &mut syncers {
+        let id = format!("{pods}pods {name} (there and back)");
+        group.bench_function(BenchmarkId::new("resolve+build+diff", id), |b| {
+            b.iter(|| syncer.there_and_back())
+        });
+    }
+    group.finish();
+}
+
 /// VmHWM of this process, KiB (0 if unknown).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -237,5 +339,12 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-criterion_group!(benches, one_change, bench, merge_limit, explain_one);
+criterion_group!(
+    benches,
+    incremental,
+    one_change,
+    bench,
+    merge_limit,
+    explain_one
+);
 criterion_main!(benches);

@@ -22,9 +22,11 @@
 //! - **ours**: what the agent's dataplane thread does per sync
 //!   (`src/agent/sync/worker.rs`, with the library's default options: no
 //!   gate, no cutting, no logging): the change to the store, the copy of
-//!   the snapshot (`Stores::take`), `resolve`, `build_with`, `add_logging`,
-//!   and `NetlinkDataplane::apply` (plan, diff, one netlink batch, commit).
-//!   The full ruleset is installed once before the rounds.
+//!   the snapshot (`Stores::take`), `Incremental::resolve` given the
+//!   changed keys (as the stores record them from the watch events),
+//!   `build_cached`, `add_logging`, and `NetlinkDataplane::apply` (plan,
+//!   diff, one netlink batch, commit). The full ruleset is installed once
+//!   before the rounds.
 //! - **kube-router**: what its network policy controller does on every
 //!   change (`fullPolicySync`): the change, `iptables-save -t filter`,
 //!   `ipset save`, the resolution of the same snapshot, the whole
@@ -48,8 +50,8 @@ mod kube_router;
 use std::time::{Duration, Instant};
 
 use nftpolicy_core::model::{NamespacedName, Protocol, Selector, Snapshot};
-use nftpolicy_core::resolve::resolve;
-use nftpolicy_core::ruleset::build::{build_with, Options};
+use nftpolicy_core::resolve::{resolve, Changes, Incremental};
+use nftpolicy_core::ruleset::build::{build_cached, BuildCache, Options};
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
 use nftpolicy_lab::{netns, Lab};
 use nftpolicy_nft::{ApplyKind, Dataplane, NetlinkDataplane};
@@ -80,8 +82,10 @@ impl Change {
         }
     }
 
-    /// The `nth` change of this kind (counted from 0) applied to `s`.
-    fn apply(self, s: &mut Snapshot, nth: usize) {
+    /// The `nth` change of this kind (counted from 0) applied to `s`; the
+    /// key it changed.
+    fn apply(self, s: &mut Snapshot, nth: usize) -> Changes {
+        let mut keys = Changes::default();
         match self {
             Change::Label => {
                 let tier = if nth.is_multiple_of(2) {
@@ -95,19 +99,27 @@ impl Change {
                         .expect("the synthetic cluster has ns-0/app-1-1"),
                 );
                 pod.labels.insert("tier".to_owned(), tier.to_owned());
+                keys.pods.insert(NamespacedName::new("ns-0", "app-1-1"));
             }
-            Change::PodAdded => s.add_pod(
-                pod("ns-0", &format!("sync-new-{nth}"))
-                    .labels([("app", "app-1"), ("tier", "front")])
-                    .ip(&format!("10.200.{}.{}", nth / 256, nth % 256))
-                    .node("node-elsewhere")
-                    .port("http", 8080, Protocol::Tcp)
-                    .port("metrics", 9090, Protocol::Tcp),
-            ),
+            Change::PodAdded => {
+                let name = format!("sync-new-{nth}");
+                keys.pods.insert(NamespacedName::new("ns-0", &name));
+                s.add_pod(
+                    pod("ns-0", &name)
+                        .labels([("app", "app-1"), ("tier", "front")])
+                        .ip(&format!("10.200.{}.{}", nth / 256, nth % 256))
+                        .node("node-elsewhere")
+                        .port("http", 8080, Protocol::Tcp)
+                        .port("metrics", 9090, Protocol::Tcp),
+                )
+            }
             Change::PolicyEdited => {
+                keys.policies
+                    .insert(NamespacedName::new("ns-0", "policy-100"));
                 s.add_policy(policy_100(if nth.is_multiple_of(2) { 8081 } else { 8080 }))
             }
         }
+        keys
     }
 }
 
@@ -123,24 +135,32 @@ fn policy_100(port: u16) -> nftpolicy_core::model::Policy {
         )
 }
 
+/// Our side: what the agent's dataplane thread keeps across syncs.
+struct Ours {
+    dp: NetlinkDataplane,
+    resolver: Incremental,
+    sets: BuildCache,
+}
+
 /// One sync of ours: [change to commit, of which change + copy + resolve +
 /// build]. Also the batch's message count.
 fn ours_sync(
-    dp: &mut NetlinkDataplane,
+    ours: &mut Ours,
     s: &mut Snapshot,
     change: Change,
     nth: usize,
 ) -> Res<([Duration; 2], usize)> {
     let start = Instant::now();
-    change.apply(s, nth);
-    // The agent's Stores::take hands a copy of the snapshot to the
-    // dataplane thread, which resolves, builds and applies it.
-    let snapshot = s.clone();
-    let resolution = resolve(&snapshot, LOCAL_NODE);
-    let mut ruleset = build_with(&resolution, &Options::default());
+    let keys = change.apply(s, nth);
+    // The agent's Stores::take hands a copy of the snapshot (and the keys
+    // the watch events changed) to the dataplane thread, which resolves
+    // what they touch, builds and applies it.
+    let snapshot = std::sync::Arc::new(s.clone());
+    let resolution = ours.resolver.resolve(&snapshot, Some(&keys));
+    let mut ruleset = build_cached(&resolution, &Options::default(), &mut ours.sets);
     let _log_map = add_logging(&mut ruleset, &resolution, &LogOptions::OFF);
     let built = start.elapsed();
-    let report = dp.apply(&ruleset)?;
+    let report = ours.dp.apply(&ruleset)?;
     let total = start.elapsed();
     if report.kind != ApplyKind::Incremental {
         return Err(format!(
@@ -273,10 +293,16 @@ fn main() -> Res<()> {
     let (ours_ns, kr_ns) = (ours_node.netns().to_owned(), kr_node.netns().to_owned());
 
     // First install of both, from empty nodes.
-    let mut dp = NetlinkDataplane::new(Some(&ours_ns))?;
-    let resolution = resolve(&base, LOCAL_NODE);
-    let ruleset = build_with(&resolution, &Options::default());
-    let report = dp.apply(&ruleset)?;
+    let mut ours = Ours {
+        dp: NetlinkDataplane::new(Some(&ours_ns))?,
+        resolver: Incremental::new(LOCAL_NODE),
+        sets: BuildCache::default(),
+    };
+    let resolution = ours
+        .resolver
+        .resolve(&std::sync::Arc::new(base.clone()), None);
+    let ruleset = build_cached(&resolution, &Options::default(), &mut ours.sets);
+    let report = ours.dp.apply(&ruleset)?;
     println!(
         "ours: first install {:.1} ms ({} chains, {} rules, {} set elements, {} messages)",
         ms(report.duration),
@@ -328,11 +354,11 @@ fn main() -> Res<()> {
         let n = nth[k];
         nth[k] += 1;
         let (ours, kr) = if round.is_multiple_of(2) {
-            let o = ours_sync(&mut dp, &mut ours_snap, change, n)?;
+            let o = ours_sync(&mut ours, &mut ours_snap, change, n)?;
             (o, kr_sync(&kr_ns, &mut kr_snap, change, n, &mut kr_last)?)
         } else {
             let r = kr_sync(&kr_ns, &mut kr_snap, change, n, &mut kr_last)?;
-            (ours_sync(&mut dp, &mut ours_snap, change, n)?, r)
+            (ours_sync(&mut ours, &mut ours_snap, change, n)?, r)
         };
         eprintln!(
             "round {round} ({}): ours {:.2} ms, kube-router {:.2} ms",
@@ -354,7 +380,7 @@ fn main() -> Res<()> {
         return Err("no measured round".into());
     }
     print_report(&results);
-    drop(dp);
+    drop(ours);
     drop(lab);
     Ok(())
 }
