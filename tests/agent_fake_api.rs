@@ -592,20 +592,15 @@ async fn fake_api_gate_waits_for_the_node_and_follows_its_pod_cidrs() {
     agent.stop().await;
 }
 
-/// Every kind of change, a re-list among them, resolved incrementally and
-/// checked against a full resolve after every sync: each step enforced,
-/// the syncs after the first incremental, and no difference counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
+/// `shop` synced by an agent with `cfg`, then `frontend` relabelled out of
+/// the policy's peers and that enforced.
+async fn shop_then_relabel_frontend(cfg: SyncConfig) -> (std::sync::Arc<FakeApi>, Agent) {
     let fake = FakeApi::new();
     shop(&fake);
-    let mut cfg = SyncConfig::new(NODE);
-    cfg.resolve_check = Some(Duration::ZERO);
     let agent = Agent::start_with(fake.clone(), cfg);
     agent
         .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
         .await;
-    // A peer pod's label.
     fake.apply(pod(
         "shop",
         "frontend",
@@ -618,6 +613,17 @@ async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
             !allows(rs, FRONTEND, WEB)
         })
         .await;
+    (fake, agent)
+}
+
+/// Every kind of change, a re-list among them, resolved incrementally and
+/// checked against a full resolve after every sync: each step enforced,
+/// the syncs after the first incremental, and no difference counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
+    let mut cfg = SyncConfig::new(NODE);
+    cfg.resolve_check = Some(Duration::ZERO);
+    let (fake, agent) = shop_then_relabel_frontend(cfg).await;
     // A policy edit: any pod of namespaces of team red.
     fake.apply(policy(
         "shop",
@@ -696,27 +702,10 @@ async fn fake_api_incremental_resolve_follows_every_kind_of_change() {
 /// `--full-resolve`: every sync from scratch, nothing kept, nothing checked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_api_full_resolve_keeps_no_state() {
-    let fake = FakeApi::new();
-    shop(&fake);
     let mut cfg = SyncConfig::new(NODE);
     cfg.incremental = false;
     cfg.resolve_check = Some(Duration::ZERO);
-    let agent = Agent::start_with(fake.clone(), cfg);
-    agent
-        .until("the first apply", |rs| allows(rs, FRONTEND, WEB))
-        .await;
-    fake.apply(pod(
-        "shop",
-        "frontend",
-        "node-b",
-        FRONTEND,
-        json!({"app": "x"}),
-    ));
-    agent
-        .until("the relabelled peer denied", |rs| {
-            !allows(rs, FRONTEND, WEB)
-        })
-        .await;
+    let (_fake, agent) = shop_then_relabel_frontend(cfg).await;
     assert!(metric(&agent, "kube_nftpolicy_resolves_total{kind=\"full\"}") >= 2.0);
     assert_eq!(
         metric(

@@ -196,32 +196,7 @@ fn ns_selector() -> impl Strategy<Value = Selector> {
 }
 
 fn peer() -> impl Strategy<Value = Peer> {
-    prop_oneof![
-        selector().prop_map(|pods| Peer::Pods {
-            namespaces: NamespaceScope::Own,
-            pods
-        }),
-        ns_selector().prop_map(|n| Peer::Pods {
-            namespaces: NamespaceScope::Matching(n),
-            pods: Selector::everything()
-        }),
-        (ns_selector(), selector()).prop_map(|(n, pods)| Peer::Pods {
-            namespaces: NamespaceScope::Matching(n),
-            pods
-        }),
-        (0..4u8).prop_map(|i| {
-            let (cidr, except): (&str, Vec<&str>) = match i {
-                0 => ("10.1.0.0/24", vec![]),
-                1 => ("10.1.0.0/24", vec!["10.1.0.0/29"]),
-                2 => ("0.0.0.0/0", vec!["10.1.0.8/29"]),
-                _ => ("fd00::/64", vec!["fd00::/125"]),
-            };
-            Peer::IpBlock {
-                cidr: cidr.parse().unwrap(),
-                except: except.iter().map(|e| e.parse().unwrap()).collect(),
-            }
-        }),
-    ]
+    nftpolicy_testkit::strategies::peer(selector, ns_selector)
 }
 
 fn port_spec() -> impl Strategy<Value = PortSpec> {

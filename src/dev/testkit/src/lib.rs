@@ -3,8 +3,10 @@
 //!
 //! Plain constructors of model types; no I/O. A dev-only crate
 //! (`publish = false`): tests, benches and the lab use it, the shipped
-//! binary does not. [`synth`] builds deterministic synthetic clusters.
+//! binary does not. [`synth`] builds deterministic synthetic clusters,
+//! [`strategies`] holds the proptest strategies the property tests share.
 
+pub mod strategies;
 pub mod synth;
 
 use std::num::NonZeroU16;
