@@ -166,22 +166,10 @@ impl Oracle<'_> {
 
 // ---------- generators ----------
 
-const APPS: [&str; 3] = ["web", "db", "cache"];
+use nftpolicy_testkit::strategies::APPS;
 
 fn selector() -> impl Strategy<Value = Selector> {
-    prop_oneof![
-        Just(Selector::everything()),
-        (0..3usize).prop_map(|i| Selector::labels([("app", APPS[i])])),
-        (0..3usize).prop_map(|i| Selector::everything().with(
-            "app",
-            Operator::In([APPS[i].to_owned(), "db".to_owned()].into())
-        )),
-        (0..3usize)
-            .prop_map(|i| Selector::everything()
-                .with("app", Operator::NotIn([APPS[i].to_owned()].into()))),
-        Just(Selector::everything().with("tier", Operator::Exists)),
-        Just(Selector::everything().with("tier", Operator::DoesNotExist)),
-    ]
+    nftpolicy_testkit::strategies::pod_selector()
 }
 
 fn ns_selector() -> impl Strategy<Value = Selector> {

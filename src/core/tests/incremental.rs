@@ -18,7 +18,7 @@ const NODE: &str = "node0";
 const NODES: [&str; 3] = ["node0", "node1", "node2"];
 /// Namespaces: the first three exist at the start, `n3` may come later.
 const NSS: [&str; 4] = ["n0", "n1", "n2", "n3"];
-const APPS: [&str; 3] = ["web", "db", "cache"];
+use nftpolicy_testkit::strategies::APPS;
 
 // ---------- model objects ----------
 
@@ -127,20 +127,7 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
 }
 
 fn selector() -> impl Strategy<Value = Selector> {
-    prop_oneof![
-        Just(Selector::everything()),
-        (0..3usize).prop_map(|i| Selector::labels([("app", APPS[i])])),
-        (0..3usize).prop_map(|i| Selector::everything().with(
-            "app",
-            Operator::In([APPS[i].to_owned(), "db".to_owned()].into())
-        )),
-        (0..3usize)
-            .prop_map(|i| Selector::everything()
-                .with("app", Operator::NotIn([APPS[i].to_owned()].into()))),
-        Just(Selector::everything().with("tier", Operator::Exists)),
-        Just(Selector::everything().with("tier", Operator::DoesNotExist)),
-        Just(Selector::labels([("app", "web"), ("tier", "x")])),
-    ]
+    nftpolicy_testkit::strategies::pod_selector()
 }
 
 fn ns_selector() -> impl Strategy<Value = Selector> {

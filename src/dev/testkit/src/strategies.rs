@@ -2,7 +2,30 @@
 
 use proptest::prelude::*;
 
-use nftpolicy_core::model::{NamespaceScope, Peer, Selector};
+use nftpolicy_core::model::{NamespaceScope, Operator, Peer, Selector};
+
+/// The `app` label values the generated pods and selectors use.
+pub const APPS: [&str; 3] = ["web", "db", "cache"];
+
+/// A pod selector over the labels `app` (one of [`APPS`]) and `tier`:
+/// everything, equality, `In`, `NotIn`, `Exists`, `DoesNotExist`, and two
+/// labels at once.
+pub fn pod_selector() -> impl Strategy<Value = Selector> {
+    prop_oneof![
+        Just(Selector::everything()),
+        (0..3usize).prop_map(|i| Selector::labels([("app", APPS[i])])),
+        (0..3usize).prop_map(|i| Selector::everything().with(
+            "app",
+            Operator::In([APPS[i].to_owned(), "db".to_owned()].into())
+        )),
+        (0..3usize)
+            .prop_map(|i| Selector::everything()
+                .with("app", Operator::NotIn([APPS[i].to_owned()].into()))),
+        Just(Selector::everything().with("tier", Operator::Exists)),
+        Just(Selector::everything().with("tier", Operator::DoesNotExist)),
+        Just(Selector::labels([("app", "web"), ("tier", "x")])),
+    ]
+}
 
 /// A rule's peer: pods of the policy's namespace chosen by `pods()`; every
 /// pod, or the pods chosen by `pods()`, of the namespaces chosen by
