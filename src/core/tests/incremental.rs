@@ -822,25 +822,35 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
     let total = first.sets.len();
     assert!(total > 10, "{total} sets");
 
-    // A label no selector reads, added to a pod of another node that
-    // peers select: the sets holding it are computed again, with the same
-    // addresses, and are the same sets.
-    let mut quiet = (*s).clone();
-    let remote = quiet
+    // A label no selector reads, on a pod of another node that peers
+    // select: nothing to compile.
+    let mut unread = (*s).clone();
+    let remote = unread
         .pods
         .iter()
         .find(|(_, p)| p.node.as_deref() != Some(LOCAL_NODE) && p.ignored().is_none())
         .map(|(k, _)| k.clone())
         .expect("a remote pod");
-    let p = quiet.pods.get_mut(&remote).expect("there");
+    let p = unread.pods.get_mut(&remote).expect("there");
     Arc::make_mut(p)
         .labels
         .insert("note".into(), "unread".into());
+    let unread = Arc::new(unread);
+    let got = inc.resolve(&unread, Some(&Changes::between(&s, &unread)));
+    assert_eq!(inc.work().compiled, 0, "a label no verdict depends on");
+    assert!(got == resolve(&unread, LOCAL_NODE));
+
+    // The same on a namespace: the policies whose namespace selectors
+    // match it are compiled again, their sets computed again with the
+    // same addresses, and are the same sets.
+    let mut quiet = (*unread).clone();
+    let ns = Arc::make_mut(quiet.namespaces.get_mut("ns-0").expect("ns-0"));
+    ns.labels.insert("note".into(), "unread".into());
     let quiet = Arc::new(quiet);
-    let got = inc.resolve(&quiet, Some(&Changes::between(&s, &quiet)));
+    let got = inc.resolve(&quiet, Some(&Changes::between(&unread, &quiet)));
     assert!(
         inc.work().compiled > 0,
-        "the pod's peers were compiled again"
+        "the policies selecting ns-0 by labels were compiled again"
     );
     let rs = build_cached(&got, &Options::default(), &mut sets);
     assert!(

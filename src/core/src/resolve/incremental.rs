@@ -365,16 +365,26 @@ impl State {
                 });
             self.cache
                 .move_pod(&self.index, old_v.as_ref(), new_v.as_ref());
+            // What a compiled policy reads of a peer pod: whether its
+            // selectors find it, and then its addresses and container
+            // ports (its key never changes). A change of anything else
+            // (a label no selector's verdict depends on) recompiles
+            // nothing.
+            let [was, is] = &versions;
+            let data_changed = match (was, is) {
+                (Some((a, _)), Some((b, _))) => a.ips != b.ips || a.ports != b.ports,
+                _ => true,
+            };
             for (dep, who) in &self.dependents {
-                if versions
-                    .iter()
-                    .flatten()
-                    .any(|(p, ns_labels)| dep.covers(p, ns_labels))
-                {
+                let found_before = was.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
+                let found_now = is.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
+                if found_before != found_now || (found_now && data_changed) {
                     mark(who);
                 }
             }
-            mark(&self.global);
+            if data_changed {
+                mark(&self.global);
+            }
         }
         for ns in local_namespaces {
             dirty.extend(in_namespace(&snapshot.policies, ns).map(|(k, _)| k.clone()));
