@@ -90,8 +90,85 @@ struct CachedChain {
     /// The compiled policies it was planned from, in the pod's order.
     inputs: Vec<ResolvedPolicy>,
     chain: Chain,
-    /// The sets its rules look up, in order: key, id and name.
-    sets: Vec<(SetKey, String, String)>,
+    /// The sets its rules look up, in order.
+    sets: Vec<ChainSet>,
+}
+
+/// A set a cached pod chain looks up.
+#[derive(Debug)]
+struct ChainSet {
+    key: SetKey,
+    id: String,
+    name: String,
+    family: Family,
+    /// The peer sets it is made of: their keys, and the port of a named port.
+    members: Vec<(SetKey, Option<u16>)>,
+}
+
+/// How a cached pod chain is taken.
+#[derive(Debug, Clone, Copy)]
+enum Reuse {
+    /// Its policies compiled to the same rules: its sets are as they were.
+    AsItWas,
+    /// Only the contents of its peer sets changed, not what the plan reads
+    /// of them: the chain is the same, its sets are made again.
+    WithNewSets,
+}
+
+/// Whether two compilations of a policy plan the same pod chain: the same
+/// rules and ports, and peer sets of the same keys that differ at most in
+/// addresses the plan does not look at (which families are empty, and
+/// whether each is small enough to merge).
+fn same_shape(a: &ResolvedPolicy, b: &ResolvedPolicy, merge_limit: usize) -> bool {
+    let sets = |x: &PeerSet, y: &PeerSet| {
+        x.key == y.key
+            && Family::ALL.iter().all(|&f| {
+                let (p, q) = (x.addrs.family(f), y.addrs.family(f));
+                p.is_empty() == q.is_empty() && (p.len() <= merge_limit) == (q.len() <= merge_limit)
+            })
+    };
+    let named = |x: &NamedPort, y: &NamedPort| match (x, y) {
+        (
+            NamedPort::Peers {
+                protocol: p1,
+                port: n1,
+                name: m1,
+                set: s1,
+            },
+            NamedPort::Peers {
+                protocol: p2,
+                port: n2,
+                name: m2,
+                set: s2,
+            },
+        ) => p1 == p2 && n1 == n2 && m1 == m2 && sets(s1, s2),
+        _ => x == y,
+    };
+    let ports = |x: &Ports, y: &Ports| match (x, y) {
+        (
+            Ports::Listed {
+                numeric: n1,
+                named: m1,
+            },
+            Ports::Listed {
+                numeric: n2,
+                named: m2,
+            },
+        ) => n1 == n2 && m1.len() == m2.len() && m1.iter().zip(m2).all(|(p, q)| named(p, q)),
+        _ => x == y,
+    };
+    a.key == b.key
+        && a.direction == b.direction
+        && a.rules.len() == b.rules.len()
+        && a.rules.iter().zip(&b.rules).all(|(x, y)| {
+            x.index == y.index
+                && ports(&x.ports, &y.ports)
+                && match (&x.peers, &y.peers) {
+                    (Peers::Any, Peers::Any) => true,
+                    (Peers::Addrs(p), Peers::Addrs(q)) => sets(p, q),
+                    _ => false,
+                }
+        })
 }
 
 impl BuildCache {
@@ -186,11 +263,20 @@ fn build_inner(
                 .collect();
             let hit = prev_chains
                 .remove(&(pod.key.clone(), dir))
-                .filter(|c| c.inputs.len() == inputs.len())
-                .filter(|c| c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b));
+                .filter(|c| c.inputs.len() == inputs.len());
             let planned = match hit {
-                Some(cached) => Err(cached),
-                None => Ok(plan_pod(pod, dir, &by_key, merge_limit)),
+                Some(c) if c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b) => {
+                    Err((c, Reuse::AsItWas))
+                }
+                Some(c)
+                    if c.inputs
+                        .iter()
+                        .zip(&inputs)
+                        .all(|(a, b)| same_shape(a, b, merge_limit)) =>
+                {
+                    Err((c, Reuse::WithNewSets))
+                }
+                _ => Ok(plan_pod(pod, dir, &by_key, merge_limit)),
             };
             work.push((pod, dir, inputs, planned));
         }
@@ -204,7 +290,7 @@ fn build_inner(
                 .filter_map(|r| r.lookup.as_ref())
                 .map(|l| &l.key)
                 .collect(),
-            Err(cached) => cached.sets.iter().map(|(key, _, _)| key).collect(),
+            Err((cached, _)) => cached.sets.iter().map(|set| &set.key).collect(),
         }
     });
     let mut b = Builder {
@@ -216,13 +302,40 @@ fn build_inner(
         reused_sets: 0,
         used: Vec::new(),
     };
+    // Every peer set of the resolution by key: the sets of a chain reused
+    // with new sets are made of them.
+    let peer_sets: HashMap<(&SetKey, Option<u16>), &Rc<PeerSet>> = resolution
+        .policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .flat_map(|r| {
+            let peers = match &r.peers {
+                Peers::Addrs(set) => Some((set, None)),
+                Peers::Any => None,
+            };
+            let named = match &r.ports {
+                Ports::Listed { named, .. } => named.as_slice(),
+                Ports::Any => &[],
+            };
+            // A named port's pods are split by the number the name has.
+            let named = named.iter().filter_map(|n| match n {
+                NamedPort::Peers { set, port, .. } => Some((set, Some(*port))),
+                NamedPort::Local { .. } => None,
+            });
+            peers.into_iter().chain(named)
+        })
+        .map(|(set, port)| ((&set.key, port), set))
+        .collect();
     let mut next_chains = HashMap::new();
     let mut reused_chains = 0;
     for (pod, dir, inputs, planned) in work {
         let planned = match planned {
-            Err(cached) => match b.reuse_chain(cached) {
-                Ok(cached) => {
+            Err((cached, how)) => match b.reuse_chain(cached, how, &peer_sets) {
+                Ok(mut cached) => {
                     reused_chains += 1;
+                    if let Reuse::WithNewSets = how {
+                        cached.inputs = inputs.into_iter().cloned().collect();
+                    }
                     rs.chains.push(cached.chain.clone());
                     next_chains.insert((pod.key.clone(), dir), cached);
                     continue;
@@ -626,8 +739,8 @@ struct Builder<'c> {
     /// This build's sets, for the next.
     next: HashMap<String, Cached>,
     reused_sets: usize,
-    /// The sets the chain being built looks up (key, id, name), if caching.
-    used: Vec<(SetKey, String, String)>,
+    /// The sets the chain being built looks up, if caching.
+    used: Vec<ChainSet>,
 }
 
 impl Builder<'_> {
@@ -668,8 +781,17 @@ impl Builder<'_> {
             _ => names::union_set(&id, family),
         };
         if self.cache.is_some() {
-            self.used
-                .push((lookup.key.clone(), id.clone(), name.clone()));
+            self.used.push(ChainSet {
+                key: lookup.key.clone(),
+                id: id.clone(),
+                name: name.clone(),
+                family,
+                members: lookup
+                    .members
+                    .iter()
+                    .map(|m| (m.set.key.clone(), m.port))
+                    .collect(),
+            });
         }
         if self.added.insert(name.clone()) {
             let comment = names::describe_set(&lookup.key);
@@ -685,33 +807,60 @@ impl Builder<'_> {
         name
     }
 
-    /// Takes a cached pod chain's sets into this build, if each still has
-    /// the id it had (a new key whose hash collides can move ids); the
-    /// chain back if so.
-    fn reuse_chain(&mut self, cached: CachedChain) -> Result<CachedChain, ()> {
+    /// Takes a cached pod chain into this build with its sets, if each
+    /// set still has the id it had (a new key whose hash collides can move
+    /// ids): the sets as they were, or made again of the current peer sets
+    /// of the same keys (`peer_sets`). The chain back if so.
+    fn reuse_chain(
+        &mut self,
+        cached: CachedChain,
+        how: Reuse,
+        peer_sets: &HashMap<(&SetKey, Option<u16>), &Rc<PeerSet>>,
+    ) -> Result<CachedChain, ()> {
         let cache = self.cache.as_deref_mut().ok_or(())?;
-        let available = |name: &String| self.added.contains(name) || cache.sets.contains_key(name);
+        let available = |set: &ChainSet| match how {
+            Reuse::AsItWas => self.added.contains(&set.name) || cache.sets.contains_key(&set.name),
+            Reuse::WithNewSets => set
+                .members
+                .iter()
+                .all(|(k, port)| peer_sets.contains_key(&(k, *port))),
+        };
         if !cached
             .sets
             .iter()
-            .all(|(key, id, name)| self.ids.id(key) == *id && available(name))
+            .all(|set| self.ids.id(&set.key) == set.id && available(set))
         {
             return Err(());
         }
-        for (_, _, name) in &cached.sets {
-            if !self.added.insert(name.clone()) {
+        if let Reuse::WithNewSets = how {
+            for set in &cached.sets {
+                let members = set
+                    .members
+                    .iter()
+                    .map(|(k, port)| Member {
+                        set: peer_sets[&(k, *port)],
+                        port: *port,
+                    })
+                    .collect();
+                let name = self.set(&Lookup::new(members, set.family));
+                debug_assert_eq!(name, set.name);
+            }
+            return Ok(cached);
+        }
+        for set in &cached.sets {
+            if !self.added.insert(set.name.clone()) {
                 continue;
             }
-            let set = cache.sets.remove(name).ok_or(())?;
+            let made = cache.sets.remove(&set.name).ok_or(())?;
             self.reused_sets += 1;
             self.sets.push(AddrSet {
-                name: name.clone(),
-                family: set.family,
-                interval: set.elements.iter().any(|e| e.range.is_range()),
-                comment: set.comment.clone(),
-                elements: Arc::clone(&set.elements),
+                name: set.name.clone(),
+                family: made.family,
+                interval: made.elements.iter().any(|e| e.range.is_range()),
+                comment: made.comment.clone(),
+                elements: Arc::clone(&made.elements),
             });
-            self.next.insert(name.clone(), set);
+            self.next.insert(set.name.clone(), made);
         }
         Ok(cached)
     }
