@@ -301,6 +301,7 @@ fn build_inner(
         next: HashMap::new(),
         reused_sets: 0,
         used: Vec::new(),
+        recording: false,
     };
     // Every peer set of the resolution by key: the sets of a chain reused
     // with new sets are made of them.
@@ -346,7 +347,9 @@ fn build_inner(
             Ok(plan) => plan,
         };
         b.used.clear();
+        b.recording = b.cache.is_some();
         let mut rules: Vec<Rule> = planned.rules.iter().map(|r| b.rule(dir, r)).collect();
+        b.recording = false;
         rules.push(
             Rule::new(vec![], Verdict::Drop)
                 .counted()
@@ -739,8 +742,11 @@ struct Builder<'c> {
     /// This build's sets, for the next.
     next: HashMap<String, Cached>,
     reused_sets: usize,
-    /// The sets the chain being built looks up, if caching.
+    /// The sets the chain being planned looks up, if caching.
     used: Vec<ChainSet>,
+    /// Whether `set` records into `used` (while a chain is planned, with a
+    /// cache).
+    recording: bool,
 }
 
 impl Builder<'_> {
@@ -780,7 +786,7 @@ impl Builder<'_> {
             [_] => names::peer_set(&id, family),
             _ => names::union_set(&id, family),
         };
-        if self.cache.is_some() {
+        if self.recording {
             self.used.push(ChainSet {
                 key: lookup.key.clone(),
                 id: id.clone(),
