@@ -1,29 +1,37 @@
 //! The incremental resolver: the same [`Resolution`] as [`resolve`], kept
 //! across syncs and brought up to date from what changed.
 //!
-//! It holds the index of pods, the node's active pods, and each policy that
+//! It holds the index of pods, the node's active pods, each policy that
 //! selects one of them compiled (the local pods it selects, its rules per
-//! direction), with what the compilation read: the pod selectors of its
-//! peers. Given the keys of the objects that changed since the last call
-//! ([`Changes`], from the watch events), it
+//! direction) with what the compilation read (the pod selectors of its
+//! peers), and the resolved selections and peer sets (`PeerCache`). Given
+//! the keys of the objects that changed since the last call ([`Changes`],
+//! from the watch events), it
 //!
-//! 1. moves each changed pod in the index;
+//! 1. moves each changed pod in the index, and in the cached selections
+//!    and peer sets entry by entry (what cannot be moved so, a set with
+//!    ipBlocks or an address two pods hold, is forgotten and computed
+//!    again; one computed again with the same addresses stays the same
+//!    `Rc`);
 //! 2. marks for compiling again every policy that is new, edited or
 //!    deleted; every policy of a namespace where a local pod came, went or
 //!    changed (what it selects, and its ingress named ports, may change);
-//!    every policy one of whose peer selectors matches the old or the new
-//!    version of a changed pod, or one of whose namespace selectors matches
-//!    the old or the new labels of a changed namespace; and every policy
+//!    every policy one of whose peer selectors finds a changed pod before
+//!    and not after (or the reverse), or finds it and its addresses or
+//!    container ports changed; every policy one of whose namespace
+//!    selectors matches the old or the new labels of a changed namespace;
+//!    and, when a pod's addresses, ports or activity changed, every policy
 //!    whose egress named ports look at every pod (a rule with named ports
 //!    and no peers, or with ipBlocks);
-//! 3. compiles those again through the resolver's own [`Compiler`], and
-//!    keeps every other policy's rules as they were (the same shared peer
-//!    sets).
+//! 3. compiles those again through the resolver's own [`Compiler`] and the
+//!    kept cache, and keeps every other policy's rules as they were (the
+//!    same shared peer sets, which lets the builder's cache reuse what it
+//!    made of them).
 //!
 //! A change thus costs the policies and peer sets it touches, not the
 //! cluster. The agent checks the kept state against a full [`resolve`]
-//! from time to time (`docs/performance.md`); tests check it after every
-//! step of random event streams.
+//! from time to time (`docs/agent.md`); tests check it after every step of
+//! random event streams.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
