@@ -197,18 +197,31 @@ fn replace_kind(
     fresh: Snapshot,
     changes: &mut Option<Changes>,
 ) -> bool {
-    let keys = match kind {
-        Kind::Namespace => changed_keys(&s.namespaces, &fresh.namespaces)
-            .into_iter()
-            .map(|name| NamespacedName::new("", name))
-            .collect(),
-        Kind::Pod => changed_keys(&s.pods, &fresh.pods),
-        Kind::NetworkPolicy => changed_keys(&s.policies, &fresh.policies),
+    let differ = match changes {
+        // Nothing is recorded (before the first take, or past the cap):
+        // comparing is enough, without a set of every differing key (all
+        // 100,000 of them on the first list of a large cluster's pods).
+        None => match kind {
+            Kind::Namespace => s.namespaces != fresh.namespaces,
+            Kind::Pod => s.pods != fresh.pods,
+            Kind::NetworkPolicy => s.policies != fresh.policies,
+        },
+        Some(_) => {
+            let keys = match kind {
+                Kind::Namespace => changed_keys(&s.namespaces, &fresh.namespaces)
+                    .into_iter()
+                    .map(|name| NamespacedName::new("", name))
+                    .collect(),
+                Kind::Pod => changed_keys(&s.pods, &fresh.pods),
+                Kind::NetworkPolicy => changed_keys(&s.policies, &fresh.policies),
+            };
+            let differ = !keys.is_empty();
+            for key in keys {
+                record(changes, kind, key);
+            }
+            differ
+        }
     };
-    let differ = !keys.is_empty();
-    for key in keys {
-        record(changes, kind, key);
-    }
     if differ {
         let s = Arc::make_mut(s);
         match kind {
