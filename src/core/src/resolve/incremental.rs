@@ -34,6 +34,7 @@
 //! random event streams.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use super::index::Index;
@@ -118,10 +119,13 @@ impl Dep {
 /// A policy selecting local pods, compiled.
 #[derive(Debug)]
 struct Entry {
+    /// The policy it was compiled from: compiled again from the same one,
+    /// it keeps its place in `dependents` and `global`.
+    policy: Arc<Policy>,
     /// The local pods it selects, sorted.
     selected: Vec<NamespacedName>,
     /// Its rules, per direction it isolates (in `Direction::ALL` order).
-    compiled: Vec<ResolvedPolicy>,
+    compiled: Vec<Rc<ResolvedPolicy>>,
     /// The pod selectors its peers read.
     deps: Vec<Dep>,
 }
@@ -289,9 +293,27 @@ pub fn differences(a: &Resolution, b: &Resolution) -> usize {
         only_or_different + bm.keys().filter(|k| !am.contains_key(k)).count()
     }
     count(&a.pods, &b.pods, |p: &LocalPod| p.key.clone())
-        + count(&a.policies, &b.policies, |p: &ResolvedPolicy| {
+        + count(&a.policies, &b.policies, |p: &Rc<ResolvedPolicy>| {
             (p.key.clone(), p.direction)
         })
+}
+
+/// Takes the entry `key` out of `dependents` and `global`.
+fn forget(
+    dependents: &mut HashMap<Dep, BTreeSet<NamespacedName>>,
+    global: &mut BTreeSet<NamespacedName>,
+    key: &NamespacedName,
+    deps: Vec<Dep>,
+) {
+    for dep in deps {
+        if let Some(who) = dependents.get_mut(&dep) {
+            who.remove(key);
+            if who.is_empty() {
+                dependents.remove(&dep);
+            }
+        }
+    }
+    global.remove(key);
 }
 
 impl State {
@@ -416,40 +438,49 @@ impl State {
         let mut compiler = Compiler::with_cache(snapshot, index, std::mem::take(cache));
         let mut compiled = 0;
         for key in keys {
-            if let Some(old) = entries.remove(key) {
-                for dep in old.deps {
-                    if let Some(who) = dependents.get_mut(&dep) {
-                        who.remove(key);
-                        if who.is_empty() {
-                            dependents.remove(&dep);
-                        }
-                    }
+            let old = entries.remove(key);
+            let policy = snapshot.policies.get(key);
+            let candidates: Vec<&Pod> = policy
+                .map(|p| {
+                    in_namespace(local, &p.namespace)
+                        .map(|(_, p)| &**p)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let made = policy
+                .and_then(|p| compile_policy(&mut compiler, key, p, &candidates).map(|c| (p, c)));
+            let Some((policy, (chosen, rules))) = made else {
+                if let Some(old) = old {
+                    forget(dependents, global, key, old.deps);
                 }
-                global.remove(key);
-            }
-            let Some(policy) = snapshot.policies.get(key) else {
                 continue;
             };
-            let candidates: Vec<&Pod> = in_namespace(local, &policy.namespace)
-                .map(|(_, p)| &**p)
-                .collect();
-            let Some((chosen, rules)) = compile_policy(&mut compiler, key, policy, &candidates)
-            else {
-                continue;
+            // The same policy reads the same selectors: most policies
+            // compiled again are so (a peer pod moved), and keep their
+            // place in `dependents`.
+            let deps = match old {
+                Some(old) if Arc::ptr_eq(&old.policy, policy) || old.policy == *policy => old.deps,
+                old => {
+                    if let Some(old) = old {
+                        forget(dependents, global, key, old.deps);
+                    }
+                    let (deps, reads_all) = deps_of(policy);
+                    for dep in &deps {
+                        dependents
+                            .entry(dep.clone())
+                            .or_default()
+                            .insert(key.clone());
+                    }
+                    if reads_all {
+                        global.insert(key.clone());
+                    }
+                    deps
+                }
             };
-            let (deps, reads_all) = deps_of(policy);
-            for dep in &deps {
-                dependents
-                    .entry(dep.clone())
-                    .or_default()
-                    .insert(key.clone());
-            }
-            if reads_all {
-                global.insert(key.clone());
-            }
             entries.insert(
                 key.clone(),
                 Entry {
+                    policy: Arc::clone(policy),
                     selected: chosen.iter().map(|&i| candidates[i].key()).collect(),
                     compiled: rules,
                     deps,
@@ -475,7 +506,7 @@ impl State {
                 for pod in &entry.selected {
                     isolating.entry(pod).or_default()[side].push(key.clone());
                 }
-                policies.push(r.clone());
+                policies.push(Rc::clone(r));
             }
         }
         let pods = self

@@ -32,8 +32,10 @@ pub use key::{NamedPortKey, PeerKey, SetKey, UnionMember};
 pub struct Resolution {
     /// Every local pod that takes part in policy, sorted by key.
     pub pods: Vec<LocalPod>,
-    /// Every (policy, direction) that selects at least one local pod, sorted.
-    pub policies: Vec<ResolvedPolicy>,
+    /// Every (policy, direction) that selects at least one local pod,
+    /// sorted; shared with the incremental resolver, which hands a policy
+    /// it did not compile again over as it was (`Rc::ptr_eq`).
+    pub policies: Vec<Rc<ResolvedPolicy>>,
 }
 
 /// A pod on this node and the policies that isolate it.
@@ -380,7 +382,7 @@ pub(crate) fn compile_policy(
     key: &NamespacedName,
     policy: &Policy,
     candidates: &[&Pod],
-) -> Option<(Vec<usize>, Vec<ResolvedPolicy>)> {
+) -> Option<(Vec<usize>, Vec<Rc<ResolvedPolicy>>)> {
     if !Direction::ALL.iter().any(|&dir| policy.isolates(dir)) {
         return None;
     }
@@ -394,10 +396,12 @@ pub(crate) fn compile_policy(
     let compiled = Direction::ALL
         .into_iter()
         .filter(|&dir| policy.isolates(dir))
-        .map(|dir| ResolvedPolicy {
-            key: key.clone(),
-            direction: dir,
-            rules: compiler.rules(policy, dir, &selected),
+        .map(|dir| {
+            Rc::new(ResolvedPolicy {
+                key: key.clone(),
+                direction: dir,
+                rules: compiler.rules(policy, dir, &selected),
+            })
         })
         .collect();
     Some((chosen, compiled))

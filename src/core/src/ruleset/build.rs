@@ -88,7 +88,7 @@ struct Cached {
 #[derive(Debug)]
 struct CachedChain {
     /// The compiled policies it was planned from, in the pod's order.
-    inputs: Vec<ResolvedPolicy>,
+    inputs: Vec<Rc<ResolvedPolicy>>,
     chain: Chain,
     /// The sets its rules look up, in order.
     sets: Vec<ChainSet>,
@@ -239,7 +239,7 @@ fn build_inner(
         .push(base_chain(Hook::Forward, Direction::Ingress, opts));
     rs.chains
         .push(base_chain(Hook::Input, Direction::Egress, opts));
-    let by_key: HashMap<(&NamespacedName, Direction), &ResolvedPolicy> = resolution
+    let by_key: HashMap<(&NamespacedName, Direction), &Rc<ResolvedPolicy>> = resolution
         .policies
         .iter()
         .map(|p| ((&p.key, p.direction), p))
@@ -256,7 +256,7 @@ fn build_inner(
             if pod.policies(dir).is_empty() {
                 continue;
             }
-            let inputs: Vec<&ResolvedPolicy> = pod
+            let inputs: Vec<&Rc<ResolvedPolicy>> = pod
                 .policies(dir)
                 .iter()
                 .filter_map(|name| by_key.get(&(name, dir)).copied())
@@ -534,7 +534,7 @@ struct Plan<'r> {
 fn plan_pod<'r>(
     pod: &LocalPod,
     dir: Direction,
-    policies: &HashMap<(&NamespacedName, Direction), &'r ResolvedPolicy>,
+    policies: &HashMap<(&NamespacedName, Direction), &'r Rc<ResolvedPolicy>>,
     merge_limit: usize,
 ) -> Plan<'r> {
     let mut all_ports: Vec<Part<'r>> = Vec::new();
@@ -799,18 +799,24 @@ impl Builder<'_> {
                     .collect(),
             });
         }
-        if self.added.insert(name.clone()) {
-            let comment = names::describe_set(&lookup.key);
-            let elements = self.elements(&name, &comment, lookup);
-            self.sets.push(AddrSet {
-                name: name.clone(),
-                family,
-                interval: elements.iter().any(|e| e.range.is_range()),
-                comment,
-                elements,
-            });
+        if !self.added.contains(&name) {
+            self.add_set(name.clone(), lookup);
         }
         name
+    }
+
+    /// Adds the set `name` that `lookup` reads to the table (not added yet).
+    fn add_set(&mut self, name: String, lookup: &Lookup<'_>) {
+        let comment = names::describe_set(&lookup.key);
+        let elements = self.elements(&name, &comment, lookup);
+        self.added.insert(name.clone());
+        self.sets.push(AddrSet {
+            name,
+            family: lookup.family,
+            interval: elements.iter().any(|e| e.range.is_range()),
+            comment,
+            elements,
+        });
     }
 
     /// Takes a cached pod chain into this build with its sets, if each
@@ -839,7 +845,12 @@ impl Builder<'_> {
             return Err(());
         }
         if let Reuse::WithNewSets = how {
+            // Its sets keep their ids, hence their names: each is made
+            // again once, by the first chain that looks it up.
             for set in &cached.sets {
+                if self.added.contains(&set.name) {
+                    continue;
+                }
                 let members = set
                     .members
                     .iter()
@@ -848,8 +859,7 @@ impl Builder<'_> {
                         port: *port,
                     })
                     .collect();
-                let name = self.set(&Lookup::new(members, set.family));
-                debug_assert_eq!(name, set.name);
+                self.add_set(set.name.clone(), &Lookup::new(members, set.family));
             }
             return Ok(cached);
         }
