@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -71,8 +72,35 @@ pub struct Options {
 pub struct BuildCache {
     sets: HashMap<String, Cached>,
     chains: HashMap<(NamespacedName, Direction), CachedChain>,
+    /// The set ids of the last build: the ids of the keys its pod chains
+    /// look up, which the next build keeps when it takes every pod chain
+    /// from the cache and no other.
+    ids: Option<names::SetIds>,
+    /// The dispatch maps of the last build and what they were made of.
+    maps: Option<(Vec<MapPod>, Vec<VerdictMap>)>,
     reused_sets: usize,
     reused_chains: usize,
+}
+
+/// What the dispatch maps read of a local pod: its key, its addresses,
+/// and whether policies isolate it in each direction.
+type MapPod = (NamespacedName, Vec<IpAddr>, [bool; 2]);
+
+fn map_pods(pods: &[LocalPod]) -> impl Iterator<Item = MapPod> + '_ {
+    pods.iter().map(|p| {
+        let on = Direction::ALL.map(|d| !p.policies(d).is_empty());
+        (p.key.clone(), p.ips.clone(), on)
+    })
+}
+
+/// Whether `pods` are the ones `was` was made of.
+fn same_map_pods(was: &[MapPod], pods: &[LocalPod]) -> bool {
+    was.len() == pods.len()
+        && was.iter().zip(pods).all(|((key, ips, on), p)| {
+            *key == p.key
+                && *ips == p.ips
+                && *on == Direction::ALL.map(|d| !p.policies(d).is_empty())
+        })
 }
 
 /// A set of the last build.
@@ -225,10 +253,20 @@ fn build_inner(
     mut cache: Option<&mut BuildCache>,
 ) -> Ruleset {
     let mut rs = Ruleset::default();
-    for dir in Direction::ALL {
-        for family in Family::ALL {
-            rs.maps.push(dispatch_map(resolution, dir, family));
-        }
+    let kept_maps = cache.as_deref_mut().and_then(|c| match c.maps.take() {
+        Some((was, maps)) if same_map_pods(&was, &resolution.pods) => Some((was, maps)),
+        _ => None,
+    });
+    let (map_pods, maps) = kept_maps.unwrap_or_else(|| {
+        let maps = Direction::ALL
+            .into_iter()
+            .flat_map(|dir| Family::ALL.map(|family| dispatch_map(resolution, dir, family)))
+            .collect();
+        (map_pods(&resolution.pods).collect(), maps)
+    });
+    rs.maps.clone_from(&maps);
+    if let Some(c) = cache.as_deref_mut() {
+        c.maps = Some((map_pods, maps));
     }
     if let Some(gate) = &opts.gate {
         rs.sets = guard::sets(gate, resolution);
@@ -281,6 +319,12 @@ fn build_inner(
             work.push((pod, dir, inputs, planned));
         }
     }
+    // The same pod chains, each taken from the cache, look up the same
+    // keys: their ids stay.
+    let kept_ids = cache
+        .as_deref_mut()
+        .and_then(|c| c.ids.take())
+        .filter(|_| prev_chains.is_empty() && work.iter().all(|w| w.3.is_err()));
     drop(prev_chains);
     let keys = work.iter().flat_map(|(_, _, _, planned)| -> Vec<&SetKey> {
         match planned {
@@ -293,9 +337,11 @@ fn build_inner(
             Err((cached, _)) => cached.sets.iter().map(|set| &set.key).collect(),
         }
     });
+    let ids_kept = kept_ids.is_some();
     let mut b = Builder {
         sets: Vec::new(),
-        ids: names::SetIds::with_hash(keys, hash),
+        ids: kept_ids.unwrap_or_else(|| names::SetIds::with_hash(keys, hash)),
+        ids_kept,
         added: HashSet::new(),
         cache,
         next: HashMap::new(),
@@ -303,35 +349,11 @@ fn build_inner(
         used: Vec::new(),
         recording: false,
     };
-    // Every peer set of the resolution by key: the sets of a chain reused
-    // with new sets are made of them.
-    let peer_sets: HashMap<(&SetKey, Option<u16>), &Rc<PeerSet>> = resolution
-        .policies
-        .iter()
-        .flat_map(|p| &p.rules)
-        .flat_map(|r| {
-            let peers = match &r.peers {
-                Peers::Addrs(set) => Some((set, None)),
-                Peers::Any => None,
-            };
-            let named = match &r.ports {
-                Ports::Listed { named, .. } => named.as_slice(),
-                Ports::Any => &[],
-            };
-            // A named port's pods are split by the number the name has.
-            let named = named.iter().filter_map(|n| match n {
-                NamedPort::Peers { set, port, .. } => Some((set, Some(*port))),
-                NamedPort::Local { .. } => None,
-            });
-            peers.into_iter().chain(named)
-        })
-        .map(|(set, port)| ((&set.key, port), set))
-        .collect();
     let mut next_chains = HashMap::new();
     let mut reused_chains = 0;
     for (pod, dir, inputs, planned) in work {
         let planned = match planned {
-            Err((cached, how)) => match b.reuse_chain(cached, how, &peer_sets) {
+            Err((cached, how)) => match b.reuse_chain(cached, how, &inputs) {
                 Ok(mut cached) => {
                     reused_chains += 1;
                     if let Reuse::WithNewSets = how {
@@ -373,6 +395,7 @@ fn build_inner(
     }
     rs.sets.append(&mut b.sets);
     if let Some(cache) = b.cache {
+        cache.ids = Some(b.ids);
         cache.reused_chains = reused_chains;
         cache.reused_sets = b.reused_sets;
         cache.sets = b.next;
@@ -735,6 +758,8 @@ fn labels<'p, 'r: 'p>(parts: impl Iterator<Item = &'p Part<'r>>) -> Vec<String> 
 struct Builder<'c> {
     sets: Vec<AddrSet>,
     ids: names::SetIds,
+    /// The ids are the last build's: every cached chain's sets keep theirs.
+    ids_kept: bool,
     /// A set joins the table once, whichever pod chains look it up.
     added: HashSet<String>,
     /// The last build's sets, if caching.
@@ -774,6 +799,9 @@ impl Builder<'_> {
 
     /// The name of the set `lookup` reads, added to the table on first use.
     fn set(&mut self, lookup: &Lookup<'_>) -> String {
+        // Kept ids hold every key of the cached chains, and a chain planned
+        // again in their place plans the same keys.
+        debug_assert!(!self.ids_kept || self.ids.has(&lookup.key));
         let (id, family) = (self.ids.id(&lookup.key), lookup.family);
         let name = match lookup.members.as_slice() {
             [Member {
@@ -827,7 +855,7 @@ impl Builder<'_> {
         &mut self,
         cached: CachedChain,
         how: Reuse,
-        peer_sets: &HashMap<(&SetKey, Option<u16>), &Rc<PeerSet>>,
+        inputs: &[&Rc<ResolvedPolicy>],
     ) -> Result<CachedChain, ()> {
         let cache = self.cache.as_deref_mut().ok_or(())?;
         let available = |set: &ChainSet| match how {
@@ -835,12 +863,13 @@ impl Builder<'_> {
             Reuse::WithNewSets => set
                 .members
                 .iter()
-                .all(|(k, port)| peer_sets.contains_key(&(k, *port))),
+                .all(|(k, port)| peer_set(inputs, k, *port).is_some()),
         };
+        let ids_kept = self.ids_kept;
         if !cached
             .sets
             .iter()
-            .all(|set| self.ids.id(&set.key) == set.id && available(set))
+            .all(|set| (ids_kept || self.ids.id(&set.key) == set.id) && available(set))
         {
             return Err(());
         }
@@ -854,9 +883,9 @@ impl Builder<'_> {
                 let members = set
                     .members
                     .iter()
-                    .map(|(k, port)| Member {
-                        set: peer_sets[&(k, *port)],
-                        port: *port,
+                    .filter_map(|(k, port)| {
+                        let set = peer_set(inputs, k, *port)?;
+                        Some(Member { set, port: *port })
                     })
                     .collect();
                 self.add_set(set.name.clone(), &Lookup::new(members, set.family));
@@ -917,6 +946,35 @@ impl Builder<'_> {
         };
         self.next.insert(name.to_owned(), cached);
         elements
+    }
+}
+
+/// The peer set of key `key` among the rules of `inputs`: their peers
+/// (`port` `None`), or the pods of an egress named port that has the
+/// number `port`.
+fn peer_set<'r>(
+    inputs: &[&'r Rc<ResolvedPolicy>],
+    key: &SetKey,
+    port: Option<u16>,
+) -> Option<&'r Rc<PeerSet>> {
+    let rules = inputs.iter().flat_map(|p| &p.rules);
+    let found = |set: &'r Rc<PeerSet>| (set.key == *key).then_some(set);
+    match port {
+        None => rules
+            .filter_map(|r| match &r.peers {
+                Peers::Addrs(set) => found(set),
+                Peers::Any => None,
+            })
+            .next(),
+        Some(number) => rules
+            .filter_map(|r| match &r.ports {
+                Ports::Listed { named, .. } => named.iter().find_map(|n| match n {
+                    NamedPort::Peers { set, port, .. } if *port == number => found(set),
+                    _ => None,
+                }),
+                Ports::Any => None,
+            })
+            .next(),
     }
 }
 

@@ -169,6 +169,11 @@ impl SetIds {
         Self { ids }
     }
 
+    /// Whether `key` was one of the keys given to `new`.
+    pub fn has(&self, key: &SetKey) -> bool {
+        self.ids.contains_key(key)
+    }
+
     /// The id of `key`; one of the keys given to `new`.
     ///
     /// A key not given (a bug of the caller) gets its plain short id.
