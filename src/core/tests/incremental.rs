@@ -422,7 +422,7 @@ fn apply(s: &mut Snapshot, ev: &Event) -> (Changes, String) {
 /// The local pods and (policy, direction)s that differ, both versions.
 fn diff(got: &Resolution, want: &Resolution) -> String {
     let mut out = String::new();
-    for w in &want.pods {
+    for w in want.pods.iter() {
         match got.pods.iter().find(|g| g.key == w.key) {
             Some(g) if g == w => {}
             g => out += &format!("pod {}:\n  got  {g:?}\n  want {w:?}\n", w.key),

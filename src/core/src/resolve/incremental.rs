@@ -191,6 +191,9 @@ struct State {
     /// Selections, peer sets and named ports, kept until a change may
     /// touch them: a policy compiled again reuses what did not change.
     cache: PeerCache,
+    /// The local pods of the last resolution, while no local pod and no
+    /// entry's selection changed.
+    pods: Option<Rc<Vec<LocalPod>>>,
 }
 
 /// The resolver that keeps its work across syncs (see the module doc).
@@ -262,7 +265,7 @@ impl Incremental {
                 self.state = Some(state);
             }
         }
-        self.state.as_ref().expect("state set above").resolution()
+        self.state.as_mut().expect("state set above").resolution()
     }
 
     /// Resolves `snapshot` from scratch and compares it with `kept` (what
@@ -332,6 +335,7 @@ impl State {
             dependents: HashMap::new(),
             global: BTreeSet::new(),
             cache: PeerCache::default(),
+            pods: None,
         }
     }
 
@@ -376,6 +380,7 @@ impl State {
             let now_local = new.filter(|p| is_local(p, node));
             if old.is_some_and(|p| is_local(p, node)) || now_local.is_some() {
                 local_namespaces.insert(key.namespace.as_str());
+                self.pods = None;
                 match now_local {
                     Some(p) => self.local.insert(key.clone(), Arc::clone(p)),
                     None => self.local.remove(key),
@@ -434,6 +439,7 @@ impl State {
             dependents,
             global,
             cache,
+            pods,
         } = self;
         let mut compiler = Compiler::with_cache(snapshot, index, std::mem::take(cache));
         let mut compiled = 0;
@@ -452,9 +458,20 @@ impl State {
             let Some((policy, (chosen, rules))) = made else {
                 if let Some(old) = old {
                     forget(dependents, global, key, old.deps);
+                    *pods = None;
                 }
                 continue;
             };
+            let selected: Vec<NamespacedName> =
+                chosen.iter().map(|&i| candidates[i].key()).collect();
+            let isolates =
+                |c: &[Rc<ResolvedPolicy>]| c.iter().map(|r| r.direction).collect::<Vec<_>>();
+            let same_pods = old.as_ref().is_some_and(|o| {
+                o.selected == selected && isolates(&o.compiled) == isolates(&rules)
+            });
+            if !same_pods {
+                *pods = None;
+            }
             // The same policy reads the same selectors: most policies
             // compiled again are so (a peer pod moved), and keep their
             // place in `dependents`.
@@ -481,7 +498,7 @@ impl State {
                 key.clone(),
                 Entry {
                     policy: Arc::clone(policy),
-                    selected: chosen.iter().map(|&i| candidates[i].key()).collect(),
+                    selected,
                     compiled: rules,
                     deps,
                 },
@@ -494,9 +511,22 @@ impl State {
     }
 
     /// The resolution the kept state stands for.
-    fn resolution(&self) -> Resolution {
+    fn resolution(&mut self) -> Resolution {
+        let policies = self
+            .entries
+            .values()
+            .flat_map(|entry| entry.compiled.iter().map(Rc::clone))
+            .collect();
+        let pods = match &self.pods {
+            Some(pods) => Rc::clone(pods),
+            None => Rc::clone(self.pods.insert(Rc::new(self.local_pods()))),
+        };
+        Resolution { pods, policies }
+    }
+
+    /// The local pods with the policies that isolate them.
+    fn local_pods(&self) -> Vec<LocalPod> {
         let mut isolating: HashMap<&NamespacedName, [Vec<NamespacedName>; 2]> = HashMap::new();
-        let mut policies = Vec::new();
         for (key, entry) in &self.entries {
             for r in &entry.compiled {
                 let side = match r.direction {
@@ -506,11 +536,9 @@ impl State {
                 for pod in &entry.selected {
                     isolating.entry(pod).or_default()[side].push(key.clone());
                 }
-                policies.push(Rc::clone(r));
             }
         }
-        let pods = self
-            .local
+        self.local
             .iter()
             .map(|(key, p)| {
                 let [ingress, egress] = isolating.remove(key).unwrap_or_default();
@@ -521,8 +549,7 @@ impl State {
                     egress,
                 }
             })
-            .collect();
-        Resolution { pods, policies }
+            .collect()
     }
 }
 

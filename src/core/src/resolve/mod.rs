@@ -30,8 +30,9 @@ pub use key::{NamedPortKey, PeerKey, SetKey, UnionMember};
 /// What the node's pods allow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
-    /// Every local pod that takes part in policy, sorted by key.
-    pub pods: Vec<LocalPod>,
+    /// Every local pod that takes part in policy, sorted by key; shared
+    /// with the incremental resolver while they stay the same.
+    pub pods: Rc<Vec<LocalPod>>,
     /// Every (policy, direction) that selects at least one local pod,
     /// sorted; shared with the incremental resolver, which hands a policy
     /// it did not compile again over as it was (`Rc::ptr_eq`).
@@ -447,7 +448,7 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
     }
     debug_assert!(policies.is_sorted_by(|a, b| (&a.key, a.direction) < (&b.key, b.direction)));
 
-    let pods = local
+    let pods: Vec<LocalPod> = local
         .iter()
         .zip(ingress.into_iter().zip(egress))
         .map(|(p, (ingress, egress))| LocalPod {
@@ -457,7 +458,10 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
             egress,
         })
         .collect();
-    Resolution { pods, policies }
+    Resolution {
+        pods: Rc::new(pods),
+        policies,
+    }
 }
 
 #[cfg(test)]

@@ -289,7 +289,7 @@ fn build_inner(
         .map(|c| std::mem::take(&mut c.chains))
         .unwrap_or_default();
     let mut work = Vec::new();
-    for pod in &resolution.pods {
+    for pod in resolution.pods.iter() {
         for dir in Direction::ALL {
             if pod.policies(dir).is_empty() {
                 continue;

@@ -170,7 +170,7 @@ pub fn add_logging(rs: &mut Ruleset, resolution: &Resolution, opts: &LogOptions)
 /// The log ids of every pod chain `build` makes for `resolution`.
 pub fn log_map(resolution: &Resolution) -> LogMap {
     let mut entries = Vec::new();
-    for pod in &resolution.pods {
+    for pod in resolution.pods.iter() {
         for dir in Direction::ALL {
             let policies = pod.policies(dir);
             if policies.is_empty() {
