@@ -106,6 +106,9 @@ pub struct PeerSet {
     pub addrs: AddrLists,
 }
 
+/// What an address entry stands for: one pod or block, inline, or more.
+pub type Origins = smallvec::SmallVec<[Origin; 1]>;
+
 /// Where an address of a peer set comes from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Origin {
@@ -130,8 +133,10 @@ pub struct Addr {
     /// The addresses.
     pub range: AddrRange,
     /// Every pod or block the range stands for (more than one when
-    /// overlapping entries were merged).
-    pub origins: Vec<Origin>,
+    /// overlapping entries were merged). Held inline when one: a peer
+    /// set's entries are copied, compared and freed with no allocation
+    /// of their own.
+    pub origins: Origins,
 }
 
 impl Addr {
@@ -139,7 +144,7 @@ impl Addr {
     pub fn new(range: AddrRange, origin: Origin) -> Self {
         Self {
             range,
-            origins: vec![origin],
+            origins: smallvec::smallvec![origin],
         }
     }
 }
@@ -501,15 +506,15 @@ mod tests {
         assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!(out[0].range.last, "10.0.1.9".parse::<IpAddr>().unwrap());
         assert_eq!(
-            out[0].origins,
-            vec![block("10.0.0.0/24"), block("10.0.0.200/29")],
+            out[0].origins.as_slice(),
+            [block("10.0.0.0/24"), block("10.0.0.200/29")],
             "a pod inside a block adds nothing; a block met twice is named once"
         );
         assert_eq!(
-            out[1].origins,
-            vec![pod("adjacent")],
+            out[1].origins.as_slice(),
+            [pod("adjacent")],
             "adjacent entries stay apart"
         );
-        assert_eq!(out[2].origins, vec![pod("a")], "duplicates removed");
+        assert_eq!(out[2].origins.as_slice(), [pod("a")], "duplicates removed");
     }
 }
