@@ -95,6 +95,19 @@ fn apiserver_restart(c: &Cluster) {
 
 /// 2: etcd goes away and comes back, within a quiet minute.
 fn etcd_restart_in_a_quiet_minute(c: &Cluster) {
+    // Both agents have synced both policies of steps 0 and 1: an agent
+    // whose policy watch was still backing off after the API server
+    // restart (it may refuse lists for a few seconds) syncs the second
+    // one later, and that sync is no work of the quiet minute.
+    for n in [1, 2] {
+        cluster_ops::eventually(&format!("node{n} synced both policies"), ENFORCED, || {
+            let m = cluster_ops::metrics(c, n);
+            match cluster_ops::get(&m, "kube_nftpolicy_objects{what=\"policies\"}") {
+                2.0 => Ok(()),
+                got => Err(format!("{got} policies in its last sync")),
+            }
+        });
+    }
     // Let the last sync (and any follow-up) finish before counting.
     std::thread::sleep(Duration::from_secs(2));
     let quiet_from = Instant::now();
