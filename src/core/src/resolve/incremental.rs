@@ -464,10 +464,9 @@ impl State {
             };
             let selected: Vec<NamespacedName> =
                 chosen.iter().map(|&i| candidates[i].key()).collect();
-            let isolates =
-                |c: &[Rc<ResolvedPolicy>]| c.iter().map(|r| r.direction).collect::<Vec<_>>();
             let same_pods = old.as_ref().is_some_and(|o| {
-                o.selected == selected && isolates(&o.compiled) == isolates(&rules)
+                let was = o.compiled.iter().map(|r| r.direction);
+                o.selected == selected && was.eq(rules.iter().map(|r| r.direction))
             });
             if !same_pods {
                 *pods = None;
@@ -476,7 +475,8 @@ impl State {
             // compiled again are so (a peer pod moved), and keep their
             // place in `dependents`.
             let deps = match old {
-                Some(old) if Arc::ptr_eq(&old.policy, policy) || old.policy == *policy => old.deps,
+                // `Arc`'s equality compares addresses first.
+                Some(old) if old.policy == *policy => old.deps,
                 old => {
                     if let Some(old) = old {
                         forget(dependents, global, key, old.deps);

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -76,31 +75,24 @@ pub struct BuildCache {
     /// look up, which the next build keeps when it takes every pod chain
     /// from the cache and no other.
     ids: Option<names::SetIds>,
-    /// The dispatch maps of the last build and what they were made of.
-    maps: Option<(Vec<MapPod>, Vec<VerdictMap>)>,
+    /// The dispatch maps of the last build and the local pods they were
+    /// made of.
+    maps: Option<(Rc<Vec<LocalPod>>, Vec<VerdictMap>)>,
     reused_sets: usize,
     reused_chains: usize,
 }
 
-/// What the dispatch maps read of a local pod: its key, its addresses,
-/// and whether policies isolate it in each direction.
-type MapPod = (NamespacedName, Vec<IpAddr>, [bool; 2]);
-
-fn map_pods(pods: &[LocalPod]) -> impl Iterator<Item = MapPod> + '_ {
-    pods.iter().map(|p| {
-        let on = Direction::ALL.map(|d| !p.policies(d).is_empty());
-        (p.key.clone(), p.ips.clone(), on)
-    })
-}
-
-/// Whether `pods` are the ones `was` was made of.
-fn same_map_pods(was: &[MapPod], pods: &[LocalPod]) -> bool {
-    was.len() == pods.len()
-        && was.iter().zip(pods).all(|((key, ips, on), p)| {
-            *key == p.key
-                && *ips == p.ips
-                && *on == Direction::ALL.map(|d| !p.policies(d).is_empty())
-        })
+/// Whether the dispatch maps of `a` and `b` are the same: they read each
+/// local pod's key, addresses, and whether policies isolate it in each
+/// direction (the incremental resolver hands the same list over while no
+/// selection changed).
+fn same_dispatch(a: &Rc<Vec<LocalPod>>, b: &Rc<Vec<LocalPod>>) -> bool {
+    let isolated = |p: &LocalPod| Direction::ALL.map(|d| !p.policies(d).is_empty());
+    Rc::ptr_eq(a, b)
+        || (a.len() == b.len()
+            && a.iter()
+                .zip(b.iter())
+                .all(|(p, q)| p.key == q.key && p.ips == q.ips && isolated(p) == isolated(q)))
 }
 
 /// A set of the last build.
@@ -253,21 +245,23 @@ fn build_inner(
     mut cache: Option<&mut BuildCache>,
 ) -> Ruleset {
     let mut rs = Ruleset::default();
-    let kept_maps = cache.as_deref_mut().and_then(|c| match c.maps.take() {
-        Some((was, maps)) if same_map_pods(&was, &resolution.pods) => Some((was, maps)),
-        _ => None,
-    });
-    let (map_pods, maps) = kept_maps.unwrap_or_else(|| {
-        let maps = Direction::ALL
+    let dispatch_maps = || -> Vec<VerdictMap> {
+        Direction::ALL
             .into_iter()
             .flat_map(|dir| Family::ALL.map(|family| dispatch_map(resolution, dir, family)))
-            .collect();
-        (map_pods(&resolution.pods).collect(), maps)
-    });
-    rs.maps.clone_from(&maps);
-    if let Some(c) = cache.as_deref_mut() {
-        c.maps = Some((map_pods, maps));
-    }
+            .collect()
+    };
+    rs.maps = match cache.as_deref_mut() {
+        Some(c) => {
+            let maps = match c.maps.take() {
+                Some((was, maps)) if same_dispatch(&was, &resolution.pods) => maps,
+                _ => dispatch_maps(),
+            };
+            c.maps = Some((Rc::clone(&resolution.pods), maps.clone()));
+            maps
+        }
+        None => dispatch_maps(),
+    };
     if let Some(gate) = &opts.gate {
         rs.sets = guard::sets(gate, resolution);
     }
