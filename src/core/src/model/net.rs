@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU16;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -196,8 +197,10 @@ impl PortRange {
 pub struct AddrEntry {
     /// The addresses.
     pub range: AddrRange,
-    /// `ns/pod`, `ipBlock 10.0.0.0/8`, ...
-    pub comment: Option<String>,
+    /// `ns/pod`, `ipBlock 10.0.0.0/8`, ... Shared: a set written again
+    /// with most of its elements as they were copies their comments with
+    /// no allocation, and compares them by address first.
+    pub comment: Option<Arc<str>>,
 }
 
 #[cfg(test)]

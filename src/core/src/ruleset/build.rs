@@ -1008,7 +1008,7 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
 fn element(a: &Addr) -> SetElement {
     SetElement {
         range: a.range,
-        comment: Some(names::element_comment(&a.origins)),
+        comment: Some(names::element_comment(&a.origins).into()),
     }
 }
 

@@ -75,7 +75,7 @@ pub fn sets(gate: &Gate, resolution: &Resolution) -> Vec<AddrSet> {
         let pods = resolution.pods.iter().flat_map(|p| {
             p.ips.iter().map(move |ip| SetElement {
                 range: AddrRange::single(*ip),
-                comment: Some(names::comment(&p.key.to_string())),
+                comment: Some(names::comment(&p.key.to_string()).into()),
             })
         });
         let node = gate.node_addrs.iter().map(|ip| SetElement {

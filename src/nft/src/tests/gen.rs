@@ -161,7 +161,7 @@ fn element(family: Family, first: u128, last: u128, comment: bool) -> SetElement
             first: addr(family, first),
             last: addr(family, last),
         },
-        comment: comment.then(|| "why".to_owned()),
+        comment: comment.then(|| "why".into()),
     }
 }
 

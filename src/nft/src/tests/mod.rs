@@ -30,7 +30,7 @@ fn elem(a: &str, b: &str, comment: Option<&str>) -> SetElement {
             first: ip(a),
             last: ip(b),
         },
-        comment: comment.map(str::to_owned),
+        comment: comment.map(Into::into),
     }
 }
 
