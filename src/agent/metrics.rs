@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use nftpolicy_core::resolve::Work;
 use nftpolicy_nft::ApplyKind;
 
 /// One label, `name="value"`.
@@ -158,7 +159,8 @@ impl Metrics {
         r.register(
             "resolve_policies",
             "Policies selecting local pods per resolution, summed, by how \
-             (compiled, kept: taken over unchanged from the last sync)",
+             (compiled; relinked: only their peer sets' pods changed; kept: \
+             taken over unchanged from the last sync)",
             m.policies_compiled.clone(),
         );
         r.register(
@@ -289,13 +291,14 @@ impl Metrics {
     }
 
     /// Records one resolution: from scratch or incremental, and how many
-    /// policies it compiled and kept.
-    pub fn resolved(&self, full: bool, compiled: usize, kept: usize) {
-        let kind = if full { "full" } else { "incremental" };
+    /// policies it compiled, relinked and kept.
+    pub fn resolved(&self, work: Work) {
+        let kind = if work.full { "full" } else { "incremental" };
         self.resolves.get_or_create(&[("kind", kind)]).inc();
         let by = |how| self.policies_compiled.get_or_create(&[("how", how)]);
-        by("compiled").inc_by(compiled as u64);
-        by("kept").inc_by(kept as u64);
+        by("compiled").inc_by(work.compiled as u64);
+        by("relinked").inc_by(work.relinked as u64);
+        by("kept").inc_by(work.kept as u64);
     }
 
     /// Records one check of the kept resolution and the differences found.

@@ -24,7 +24,7 @@ use crate::k8s::node::NodeView;
 use crate::metrics::{Metrics, Sizes};
 use crate::observe::Shared;
 use nftpolicy_core::model::Snapshot;
-use nftpolicy_core::resolve::{resolve, Changes, Incremental, Resolution};
+use nftpolicy_core::resolve::{resolve, Changes, Incremental, Resolution, Work};
 use nftpolicy_core::ruleset::build::{build_cached, build_with, BuildCache, Options};
 use nftpolicy_core::ruleset::guard::Gate;
 use nftpolicy_core::ruleset::logging::{add_logging, LogOptions};
@@ -200,7 +200,12 @@ impl Resolver {
             let resolution = resolve(&job.snapshot, &self.node);
             let mut keys: Vec<_> = resolution.policies.iter().map(|p| &p.key).collect();
             keys.dedup();
-            metrics.resolved(true, keys.len(), 0);
+            metrics.resolved(Work {
+                full: true,
+                compiled: keys.len(),
+                relinked: 0,
+                kept: 0,
+            });
             return resolution;
         };
         let follows = self
@@ -210,7 +215,7 @@ impl Resolver {
         let resolution = incremental.resolve(&job.snapshot, changes);
         self.sequence = Some(job.sequence);
         let work = incremental.work();
-        metrics.resolved(work.full, work.compiled, work.kept);
+        metrics.resolved(work);
         resolution
     }
 

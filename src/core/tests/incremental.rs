@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nftpolicy_core::model::*;
-use nftpolicy_core::resolve::{differences, resolve, Changes, Incremental, Resolution};
+use nftpolicy_core::resolve::{differences, resolve, Changes, Incremental, Resolution, Work};
 use nftpolicy_core::ruleset::build::{build, build_cached, BuildCache, Options};
 use nftpolicy_testkit::*;
 use proptest::prelude::*;
@@ -502,10 +502,6 @@ fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError>
         for (node, inc, sets) in &mut resolvers {
             let got = inc.resolve(&next, Some(&pending));
             let want = resolve(&next, node);
-            // The cached build is the build of the same resolution.
-            let cached = build_cached(&got, &Options::default(), sets);
-            let fresh = build(&want);
-            prop_assert!(cached == fresh, "node {node}: the cached build differs");
             prop_assert!(
                 !inc.work().full,
                 "an incremental call resolved from scratch"
@@ -518,6 +514,10 @@ fn run(initial: Snapshot, events: &[(Event, bool)]) -> Result<(), TestCaseError>
                 diff(&got, &want),
                 log.join("\n")
             );
+            // The cached build is the build of the same resolution.
+            let cached = build_cached(&got, &Options::default(), sets);
+            let fresh = build(&want);
+            prop_assert!(cached == fresh, "node {node}: the cached build differs");
         }
         log.push("--".to_owned());
         prev = next;
@@ -615,8 +615,8 @@ fn start(s: &Snapshot) -> (Incremental, Arc<Snapshot>) {
 }
 
 /// Moves to `next` with the changes between the two snapshots; checks the
-/// result against the full resolve and returns (compiled, kept).
-fn step(inc: &mut Incremental, prev: &Snapshot, next: Snapshot) -> (usize, usize) {
+/// result against the full resolve and returns what the resolver did.
+fn step_work(inc: &mut Incremental, prev: &Snapshot, next: Snapshot) -> Work {
     let changes = Changes::between(prev, &next);
     let next = Arc::new(next);
     let got = inc.resolve(&next, Some(&changes));
@@ -624,7 +624,19 @@ fn step(inc: &mut Incremental, prev: &Snapshot, next: Snapshot) -> (usize, usize
     assert!(got == want, "{changes:?}:\n{}", diff(&got, &want));
     let w = inc.work();
     assert!(!w.full);
+    w
+}
+
+/// [`step_work`] for a change that relinks nothing: (compiled, kept).
+fn step(inc: &mut Incremental, prev: &Snapshot, next: Snapshot) -> (usize, usize) {
+    let w = step_work(inc, prev, next);
+    assert_eq!(w.relinked, 0, "{w:?}");
     (w.compiled, w.kept)
+}
+
+/// (compiled, relinked, kept) of a [`Work`].
+fn counts(w: Work) -> (usize, usize, usize) {
+    (w.compiled, w.relinked, w.kept)
 }
 
 #[test]
@@ -642,10 +654,12 @@ fn relabelling_a_pod_no_peer_selects_compiles_nothing() {
 }
 
 #[test]
-fn changing_a_peer_pod_compiles_the_policies_reading_it() {
+fn moving_a_peer_pod_relinks_the_policies_reading_it() {
     let s = costed();
     let (mut inc, _) = start(&s);
-    // a/db is a peer of a/from-db (app=db) and of a/from-red (team=red).
+    // a/db is a peer of a/from-db (app=db) and of a/from-red (team=red):
+    // a new address moves it in both peer sets, and the two policies
+    // keep their rules with the new sets.
     let mut next = s.clone();
     next.add_pod(
         pod("a", "db")
@@ -653,7 +667,54 @@ fn changing_a_peer_pod_compiles_the_policies_reading_it() {
             .ip("10.0.0.22")
             .node("node1"),
     );
-    assert_eq!(step(&mut inc, &s, next), (2, 2));
+    assert_eq!(counts(step_work(&mut inc, &s, next.clone())), (0, 2, 2));
+
+    // Relabelled out of app=db: out of a/from-db's set, relinked; still
+    // in a/from-red's at the same address, kept.
+    let s = next;
+    let mut next = s.clone();
+    next.add_pod(
+        pod("a", "db")
+            .labels([("app", "cache")])
+            .ip("10.0.0.22")
+            .node("node1"),
+    );
+    assert_eq!(counts(step_work(&mut inc, &s, next)), (0, 1, 3));
+}
+
+#[test]
+fn a_peer_pod_that_an_ip_block_or_an_egress_named_port_reads_compiles_the_policy() {
+    let mut s = costed();
+    // A peer set with an ipBlock is computed again, not patched; an egress
+    // named port reads the peers' ports (none has "pg" yet).
+    s.add_policy(
+        policy("a", "from-db-or-block").ingress(
+            rule()
+                .pods(Selector::labels([("app", "db")]))
+                .ip_block("192.168.0.0/16", &[]),
+        ),
+    );
+    s.add_policy(
+        policy("b", "to-db-by-name").types(false, true).egress(
+            rule()
+                .pods_in(Selector::everything(), Selector::labels([("app", "db")]))
+                .named_port(Protocol::Tcp, "pg"),
+        ),
+    );
+    let mut inc = Incremental::new(NODE);
+    let arc = Arc::new(s.clone());
+    assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    let mut next = s.clone();
+    next.add_pod(
+        pod("a", "db")
+            .labels([("app", "db")])
+            .ip("10.0.0.22")
+            .node("node1")
+            .port("pg", 5432, Protocol::Tcp),
+    );
+    // Compiled: the two new ones; relinked: a/from-db and a/from-red;
+    // kept: b/from-prod and b/to-blue-db.
+    assert_eq!(counts(step_work(&mut inc, &s, next)), (2, 2, 2));
 }
 
 #[test]

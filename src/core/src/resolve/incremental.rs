@@ -39,7 +39,10 @@ use std::sync::Arc;
 
 use super::index::Index;
 use super::peers::{self, PeerCache};
-use super::{compile_policy, resolve, Compiler, LocalPod, Resolution, ResolvedPolicy};
+use super::{
+    compile_policy, resolve, Compiler, LocalPod, Peers, Resolution, ResolvedPolicy, ResolvedRule,
+    SetKey,
+};
 use crate::model::{
     Direction, Labels, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Selector,
     Snapshot,
@@ -173,6 +176,9 @@ pub struct Work {
     pub full: bool,
     /// Policies compiled again.
     pub compiled: usize,
+    /// Policies whose compiled rules were kept with their peer sets
+    /// swapped for the new versions (only pods moved in or out of them).
+    pub relinked: usize,
     /// Policies kept compiled from before.
     pub kept: usize,
 }
@@ -246,20 +252,25 @@ impl Incremental {
         match (self.state.as_mut(), changes) {
             (Some(state), Some(changes)) => {
                 let dirty = state.advance(snapshot, changes, &self.node);
-                let compiled = state.compile(&dirty);
+                let (compiled, relinked) = state.compile(&dirty);
                 self.work = Work {
                     full: false,
                     compiled,
-                    kept: state.entries.len().saturating_sub(compiled),
+                    relinked,
+                    kept: state.entries.len().saturating_sub(compiled + relinked),
                 };
             }
             _ => {
                 let mut state = State::new(snapshot, &self.node);
-                let all: BTreeSet<NamespacedName> = snapshot.policies.keys().cloned().collect();
-                let compiled = state.compile(&all);
+                let all = Dirty {
+                    compile: snapshot.policies.keys().cloned().collect(),
+                    relink: BTreeSet::new(),
+                };
+                let (compiled, _) = state.compile(&all);
                 self.work = Work {
                     full: true,
                     compiled,
+                    relinked: 0,
                     kept: 0,
                 };
                 self.state = Some(state);
@@ -319,6 +330,74 @@ fn forget(
     global.remove(key);
 }
 
+/// The policies a change touches.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// To compile again: the policy changed, a local pod of its namespace
+    /// did, a namespace its selectors read did, or it reads every pod.
+    compile: BTreeSet<NamespacedName>,
+    /// Read a selector that a peer pod moved in or out of (or whose
+    /// addresses or ports changed), and nothing else: relinked when
+    /// they can be (see [`relink`]), else compiled.
+    relink: BTreeSet<NamespacedName>,
+}
+
+/// `compiled` (a policy's rules, compiled from the same policy against the
+/// same local pods) with each peer set replaced by the cache's current one
+/// of its key: what compiling it again gives when only peer pods moved,
+/// without selecting, hashing selectors or copying keys. `None` when that
+/// is not known to be so: a set the cache does not hold (forgotten, to be
+/// computed again), or an egress named port in `policy` (it reads the
+/// peers' ports, and may have resolved nowhere before).
+fn relink(
+    policy: &Policy,
+    compiled: &[Rc<ResolvedPolicy>],
+    cache: &PeerCache,
+) -> Option<Vec<Rc<ResolvedPolicy>>> {
+    let named = |rule: &crate::model::Rule| {
+        rule.ports
+            .iter()
+            .any(|p| matches!(p.port, Some(PortRef::Name(_))))
+    };
+    if policy.isolates(Direction::Egress) && policy.rules(Direction::Egress).iter().any(named) {
+        return None;
+    }
+    compiled
+        .iter()
+        .map(|policy| {
+            let mut changed = false;
+            let mut rules = Vec::with_capacity(policy.rules.len());
+            for rule in &policy.rules {
+                let peers = match &rule.peers {
+                    Peers::Any => Peers::Any,
+                    Peers::Addrs(set) => {
+                        let SetKey::Peers(key) = &set.key else {
+                            return None;
+                        };
+                        let now = cache.known(key)?;
+                        changed |= !Rc::ptr_eq(now, set);
+                        Peers::Addrs(Rc::clone(now))
+                    }
+                };
+                rules.push(ResolvedRule {
+                    index: rule.index,
+                    peers,
+                    ports: rule.ports.clone(),
+                });
+            }
+            Some(if changed {
+                Rc::new(ResolvedPolicy {
+                    key: policy.key.clone(),
+                    direction: policy.direction,
+                    rules,
+                })
+            } else {
+                Rc::clone(policy)
+            })
+        })
+        .collect()
+}
+
 impl State {
     fn new(snapshot: &Arc<Snapshot>, node: &str) -> Self {
         let local = snapshot
@@ -340,16 +419,15 @@ impl State {
     }
 
     /// Moves to `snapshot`: updates the index and the local pods, and
-    /// returns the policies to compile again.
-    fn advance(
-        &mut self,
-        snapshot: &Arc<Snapshot>,
-        changes: &Changes,
-        node: &str,
-    ) -> BTreeSet<NamespacedName> {
+    /// returns the policies to compile again or relink.
+    fn advance(&mut self, snapshot: &Arc<Snapshot>, changes: &Changes, node: &str) -> Dirty {
         let prev = std::mem::replace(&mut self.snapshot, Arc::clone(snapshot));
-        let mut dirty: BTreeSet<NamespacedName> = changes.policies.clone();
-        let mut mark = |who: &BTreeSet<NamespacedName>| dirty.extend(who.iter().cloned());
+        let mut dirty = Dirty {
+            compile: changes.policies.clone(),
+            relink: BTreeSet::new(),
+        };
+        let mut mark = |who: &BTreeSet<NamespacedName>| dirty.compile.extend(who.iter().cloned());
+        let mut peers_moved = BTreeSet::new();
 
         for ns in &changes.namespaces {
             let (old, new) = (prev.namespace_labels(ns), snapshot.namespace_labels(ns));
@@ -414,7 +492,7 @@ impl State {
                 let found_before = was.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
                 let found_now = is.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
                 if found_before != found_now || (found_now && data_changed) {
-                    mark(who);
+                    peers_moved.extend(who.iter().cloned());
                 }
             }
             if data_changed {
@@ -422,15 +500,22 @@ impl State {
             }
         }
         for ns in local_namespaces {
-            dirty.extend(in_namespace(&snapshot.policies, ns).map(|(k, _)| k.clone()));
-            dirty.extend(in_namespace(&self.entries, ns).map(|(k, _)| k.clone()));
+            let keys = in_namespace(&snapshot.policies, ns).map(|(k, _)| k.clone());
+            dirty.compile.extend(keys);
+            let keys = in_namespace(&self.entries, ns).map(|(k, _)| k.clone());
+            dirty.compile.extend(keys);
         }
+        dirty.relink = peers_moved
+            .into_iter()
+            .filter(|k| !dirty.compile.contains(k))
+            .collect();
         dirty
     }
 
-    /// Compiles the policies `keys` again (dropping the old entries);
-    /// returns how many now select a local pod.
-    fn compile(&mut self, keys: &BTreeSet<NamespacedName>) -> usize {
+    /// Relinks the policies `dirty.relink` where it can, and compiles the
+    /// others and `dirty.compile` again (dropping the old entries);
+    /// returns how many now select a local pod, compiled and relinked.
+    fn compile(&mut self, dirty: &Dirty) -> (usize, usize) {
         let Self {
             snapshot,
             index,
@@ -442,6 +527,29 @@ impl State {
             pods,
         } = self;
         let mut compiler = Compiler::with_cache(snapshot, index, std::mem::take(cache));
+        let mut relinked = 0;
+        let mut keys: Vec<&NamespacedName> = dirty.compile.iter().collect();
+        for key in &dirty.relink {
+            // Relinked in place: the entry keeps its selection, its
+            // selectors and its place in `dependents`.
+            let entry = entries.get_mut(key);
+            let done = entry.is_some_and(|entry| {
+                let same = snapshot.policies.get(key) == Some(&entry.policy);
+                let rules = same.then(|| relink(&entry.policy, &entry.compiled, compiler.cache()));
+                match rules.flatten() {
+                    Some(rules) => {
+                        entry.compiled = rules;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            if done {
+                relinked += 1;
+            } else {
+                keys.push(key);
+            }
+        }
         let mut compiled = 0;
         for key in keys {
             let old = entries.remove(key);
@@ -507,7 +615,7 @@ impl State {
         }
         *cache = compiler.into_cache();
         cache.clear_stale();
-        compiled
+        (compiled, relinked)
     }
 
     /// The resolution the kept state stands for.

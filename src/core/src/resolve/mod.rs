@@ -333,6 +333,11 @@ impl<'s> Compiler<'s> {
         }
     }
 
+    /// The cache as it is now.
+    pub(crate) fn cache(&self) -> &peers::PeerCache {
+        &self.cache
+    }
+
     /// The cache, for the next compilation.
     pub(crate) fn into_cache(self) -> peers::PeerCache {
         self.cache

@@ -288,6 +288,12 @@ impl PeerCache {
         set
     }
 
+    /// The set of `key`, when it is known (computed and not forgotten
+    /// since).
+    pub(super) fn known(&self, key: &PeerKey) -> Option<&Rc<PeerSet>> {
+        self.sets.get(key)
+    }
+
     /// Drops the forgotten sets nobody computed again (call after a
     /// compilation).
     pub(super) fn clear_stale(&mut self) {
