@@ -101,14 +101,21 @@ impl FakeDataplane {
 
     /// Interprets `plan` on the kernel table: the report, or the error
     /// (and then the dataplane forgets what it held).
-    fn commit(&mut self, mut plan: Plan, start: Instant) -> Result<ApplyReport, ApplyError> {
+    fn commit(
+        &mut self,
+        mut plan: Plan,
+        desired: &Ruleset,
+        start: Instant,
+    ) -> Result<ApplyReport, ApplyError> {
         let (messages, bytes) = if plan.kind == ApplyKind::NoChange {
             (0, 0)
         } else {
             let b = batch::build(&plan.transaction, &mut self.seq)?;
             (b.messages(), b.buf.len())
         };
+        let written = plan.transaction.sets_written();
         self.kernel.commit(std::mem::take(&mut plan.transaction))?;
+        self.kernel.share_elements(desired, &written);
         Ok(ApplyReport {
             kind: plan.kind,
             messages,
@@ -134,7 +141,7 @@ impl Dataplane for FakeDataplane {
         }
         let applied = self.known.then(|| self.kernel.ruleset()).flatten();
         let plan = plan::plan_forced(applied, desired, &mut self.forced);
-        match self.commit(plan, start) {
+        match self.commit(plan, desired, start) {
             Ok(report) => {
                 self.known = true;
                 if self.history {

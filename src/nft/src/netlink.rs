@@ -277,8 +277,12 @@ impl Dataplane for NetlinkDataplane {
         self.genid = Some(before.wrapping_add(1)).filter(|g| after == Some(*g));
         let mut table = picture.or_else(|| self.applied.take()).unwrap_or_default();
         self.applied = None;
+        let written = plan.transaction.sets_written();
         match table.commit(plan.transaction) {
-            Ok(()) => self.applied = Some(table),
+            Ok(()) => {
+                table.share_elements(desired, &written);
+                self.applied = Some(table)
+            }
             Err(e) => {
                 let e = ApplyError::from(e);
                 tracing::warn!(error = %e, "the kernel took a batch our picture of it refuses; replacing next time");

@@ -166,6 +166,35 @@ impl KernelTable {
         }
     }
 
+    /// Gives each set that the last batch did not write (`written`) and
+    /// whose elements are those of the set of the same name in `desired`
+    /// (the ruleset that batch put in) `desired`'s shared list: the next
+    /// plan finds an unchanged set unchanged by comparing addresses, not
+    /// every element. Changes nothing the table holds. A set just written
+    /// keeps its own list, which the next batch may change in place; it
+    /// is shared after the first batch that leaves it alone.
+    pub(crate) fn share_elements(
+        &mut self,
+        desired: &Ruleset,
+        written: &std::collections::HashSet<String>,
+    ) {
+        let Some(table) = self.table.as_mut() else {
+            return;
+        };
+        let by_name: std::collections::HashMap<&str, &AddrSet> =
+            desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+        for set in &mut table.rs.sets {
+            if written.contains(&set.name) {
+                continue;
+            }
+            if let Some(d) = by_name.get(set.name.as_str()) {
+                if !Arc::ptr_eq(&set.elements, &d.elements) && set.elements == d.elements {
+                    set.elements = Arc::clone(&d.elements);
+                }
+            }
+        }
+    }
+
     /// What the table holds, in kernel order; `None` when it does not exist.
     pub(crate) fn ruleset(&self) -> Option<&Ruleset> {
         self.table.as_ref().map(|t| &t.rs)

@@ -103,6 +103,48 @@ fn same_ruleset_plans_nothing() {
     assert!(plan.deferred.is_empty());
 }
 
+/// After a batch that left a set alone, the picture of the kernel holds
+/// the desired set's own element list (the next plan compares addresses);
+/// a set the batch wrote keeps a list of its own until then.
+#[test]
+fn sets_a_batch_left_alone_share_the_desired_elements() {
+    let shared = |dp: &FakeDataplane, desired: &Ruleset, name: &str| {
+        let find = |rs: &Ruleset| {
+            let set = rs.sets.iter().find(|s| s.name == name).expect("the set");
+            std::sync::Arc::clone(&set.elements)
+        };
+        std::sync::Arc::ptr_eq(&find(dp.current().expect("applied")), &find(desired))
+    };
+    let a = small();
+    let mut dp = FakeDataplane::new();
+    dp.apply(&a).unwrap();
+    assert!(!shared(&dp, &a, "s"), "written by the full replace");
+    // The same ruleset again, as another value: nothing to do, and the
+    // equal set is now shared.
+    let again = Ruleset {
+        sets: vec![set("s", true, vec![elem("10.0.0.0", "10.0.0.255", None)])],
+        ..a.clone()
+    };
+    assert_eq!(dp.apply(&again).unwrap().kind, ApplyKind::NoChange);
+    assert!(shared(&dp, &again, "s"));
+    // A changed set is written, and has its own list again, with the
+    // desired elements.
+    let mut b = again.clone();
+    b.sets[0]
+        .elements_mut()
+        .push(elem("10.0.1.0", "10.0.1.255", None));
+    assert_eq!(dp.apply(&b).unwrap().kind, ApplyKind::Incremental);
+    assert!(!shared(&dp, &b, "s"));
+    assert_eq!(dp.current().unwrap().sets, b.sets);
+    // A change elsewhere leaves it alone: shared, and the plan after that
+    // finds nothing to do.
+    let mut c = b.clone();
+    c.chains[1].rules.push(lookup("s"));
+    assert_eq!(dp.apply(&c).unwrap().kind, ApplyKind::Incremental);
+    assert!(shared(&dp, &c, "s"));
+    assert_eq!(plan(dp.current(), &c).kind, ApplyKind::NoChange);
+}
+
 #[test]
 fn full_replace_orders_table_chains_sets_rules() {
     let a = small();
