@@ -70,7 +70,9 @@ pub struct Options {
 #[derive(Debug, Default)]
 pub struct BuildCache {
     sets: HashMap<String, Cached>,
-    chains: HashMap<(NamespacedName, Direction), CachedChain>,
+    /// The pod chains, in the order of the local pods (by key) and of
+    /// `Direction::ALL`: the next build walks them beside its own.
+    chains: Vec<((NamespacedName, Direction), CachedChain)>,
     /// The set ids of the last build: the ids of the keys its pod chains
     /// look up, which the next build keeps when it takes every pod chain
     /// from the cache and no other.
@@ -281,7 +283,11 @@ fn build_inner(
     let mut prev_chains = cache
         .as_deref_mut()
         .map(|c| std::mem::take(&mut c.chains))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .peekable();
+    // Whether a cached chain was passed over (its pod or direction gone).
+    let mut passed = false;
     let mut work = Vec::new();
     for pod in resolution.pods.iter() {
         for dir in Direction::ALL {
@@ -293,8 +299,16 @@ fn build_inner(
                 .iter()
                 .filter_map(|name| by_key.get(&(name, dir)).copied())
                 .collect();
+            // Both lists come in (pod key, direction) order: the chain of
+            // this pod and direction is next, or there is none (an order
+            // that is not so only costs hits).
+            let here = (&pod.key, dir);
+            while prev_chains.next_if(|(k, _)| (&k.0, k.1) < here).is_some() {
+                passed = true;
+            }
             let hit = prev_chains
-                .remove(&(pod.key.clone(), dir))
+                .next_if(|(k, _)| (&k.0, k.1) == here)
+                .map(|(_, c)| c)
                 .filter(|c| c.inputs.len() == inputs.len());
             let planned = match hit {
                 Some(c) if c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b) => {
@@ -318,7 +332,7 @@ fn build_inner(
     let kept_ids = cache
         .as_deref_mut()
         .and_then(|c| c.ids.take())
-        .filter(|_| prev_chains.is_empty() && work.iter().all(|w| w.3.is_err()));
+        .filter(|_| !passed && prev_chains.peek().is_none() && work.iter().all(|w| w.3.is_err()));
     drop(prev_chains);
     let keys = work.iter().flat_map(|(_, _, _, planned)| -> Vec<&SetKey> {
         match planned {
@@ -343,7 +357,7 @@ fn build_inner(
         used: Vec::new(),
         recording: false,
     };
-    let mut next_chains = HashMap::new();
+    let mut next_chains = Vec::new();
     let mut reused_chains = 0;
     for (pod, dir, inputs, planned) in work {
         let planned = match planned {
@@ -354,7 +368,7 @@ fn build_inner(
                         cached.inputs = inputs.into_iter().cloned().collect();
                     }
                     rs.chains.push(cached.chain.clone());
-                    next_chains.insert((pod.key.clone(), dir), cached);
+                    next_chains.push(((pod.key.clone(), dir), cached));
                     continue;
                 }
                 // A set id moved (a new colliding key): plan it again.
@@ -383,7 +397,7 @@ fn build_inner(
                 chain: chain.clone(),
                 sets: std::mem::take(&mut b.used),
             };
-            next_chains.insert((pod.key.clone(), dir), cached);
+            next_chains.push(((pod.key.clone(), dir), cached));
         }
         rs.chains.push(chain);
     }
