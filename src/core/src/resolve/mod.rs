@@ -7,6 +7,7 @@
 //! resolved once per sync, so the work grows with what the local pods'
 //! policies reference, not with pods × policies × pods.
 
+mod entries;
 pub mod explain;
 mod incremental;
 mod index;
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 use crate::model::net::{to_u128, AddrRange, Family, PortRange};
 use crate::model::{Direction, NamespacedName, Pod, Policy, Protocol, Snapshot};
 
+pub use entries::Entries;
 pub use incremental::{changed_keys, differences, Changes, Incremental, Work};
 use index::Index;
 pub use key::{NamedPortKey, PeerKey, SetKey, UnionMember};
@@ -153,14 +155,14 @@ impl Addr {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddrLists {
     /// IPv4 entries.
-    pub v4: Vec<Addr>,
+    pub v4: Entries,
     /// IPv6 entries.
-    pub v6: Vec<Addr>,
+    pub v6: Entries,
 }
 
 impl AddrLists {
     /// The list of one family.
-    pub fn family(&self, family: Family) -> &[Addr] {
+    pub fn family(&self, family: Family) -> &Entries {
         match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
@@ -173,8 +175,8 @@ impl AddrLists {
             .into_iter()
             .partition(|e| e.range.family() == Family::V4);
         Self {
-            v4: normalise(v4),
-            v6: normalise(v6),
+            v4: normalise(v4).into(),
+            v6: normalise(v6).into(),
         }
     }
 

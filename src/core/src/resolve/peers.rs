@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::rc::Rc;
 
 use super::index::{self, Index};
-use super::{Addr, AddrLists, IpBlock, NamedPort, NamedPortKey, Origin, PeerKey, PeerSet, SetKey};
+use super::{
+    Addr, AddrLists, Entries, IpBlock, NamedPort, NamedPortKey, Origin, PeerKey, PeerSet, SetKey,
+};
 use crate::model::net::{carve, AddrRange};
 use crate::model::{Labels, NamespaceScope, Peer, Pod, Selector, Snapshot};
 
@@ -85,8 +87,9 @@ fn moved(
     origin: &Origin,
     held_by_another: impl Fn(&IpAddr) -> bool,
 ) -> Option<AddrLists> {
+    // A copy that shares every chunk; an edit copies the chunk it touches.
     let mut out = addrs.clone();
-    fn list<'l>(out: &'l mut AddrLists, ip: &IpAddr) -> &'l mut Vec<Addr> {
+    fn list<'l>(out: &'l mut AddrLists, ip: &IpAddr) -> &'l mut Entries {
         match ip {
             IpAddr::V4(_) => &mut out.v4,
             IpAddr::V6(_) => &mut out.v6,
@@ -97,8 +100,8 @@ fn moved(
             return None;
         }
         let l = list(&mut out, ip);
-        let at = l.binary_search_by(|a| a.range.first.cmp(ip)).ok()?;
-        let entry = &l[at];
+        let at = l.find(ip).ok()?;
+        let entry = l.get(at)?;
         if entry.range.last != *ip || entry.origins.as_slice() != std::slice::from_ref(origin) {
             return None;
         }
@@ -109,8 +112,8 @@ fn moved(
             let l = list(&mut out, ip);
             // An address in a range (never here: no ipBlocks) or held by
             // another pod: leave it to a full computation.
-            let at = l.binary_search_by(|a| a.range.first.cmp(ip)).err()?;
-            if at > 0 && l[at - 1].range.contains(ip) {
+            let at = l.find(ip).err()?;
+            if l.before(at).is_some_and(|a| a.range.contains(ip)) {
                 return None;
             }
             l.insert(at, Addr::new(AddrRange::single(*ip), origin.clone()));

@@ -14,7 +14,6 @@
 //! rule. Rule comments name the policy rules, set comments the peer
 //! definitions, elements their pods or blocks.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -1002,17 +1001,13 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
     let (before, after) = (was.addrs.family(family), now.set.addrs.family(family));
     let order = |a: &Addr| (a.range.first, a.range.last);
     let mut out = Vec::with_capacity(after.len());
-    let mut i = 0;
+    // The old entries beside the elements made of them.
+    let mut before = before.iter().zip(old.elements.iter()).peekable();
     for a in after {
-        while i < before.len() && order(&before[i]) < order(a) {
-            i += 1;
-        }
-        match before.get(i) {
-            Some(b) if b == a => {
-                out.push(old.elements[i].clone());
-                i += 1;
-            }
-            _ => out.push(element(a)),
+        while before.next_if(|(b, _)| order(b) < order(a)).is_some() {}
+        match before.next_if(|(b, _)| *b == a) {
+            Some((_, kept)) => out.push(kept.clone()),
+            None => out.push(element(a)),
         }
     }
     out
@@ -1029,13 +1024,15 @@ fn element(a: &Addr) -> SetElement {
 /// The elements of the set `lookup` reads, each with its comment.
 fn write_elements(lookup: &Lookup<'_>) -> Vec<SetElement> {
     let family = lookup.family;
-    let addrs: Cow<'_, [Addr]> = match lookup.members.as_slice() {
-        [one] => Cow::Borrowed(one.set.addrs.family(family)),
-        ms => Cow::Owned(normalise(
+    match lookup.members.as_slice() {
+        [one] => one.set.addrs.family(family).iter().map(element).collect(),
+        ms => normalise(
             ms.iter()
                 .flat_map(|m| m.set.addrs.family(family).iter().cloned())
                 .collect(),
-        )),
-    };
-    addrs.iter().map(element).collect()
+        )
+        .iter()
+        .map(element)
+        .collect(),
+    }
 }
