@@ -603,11 +603,18 @@ fn costed() -> Snapshot {
     )
 }
 
-/// Starts an incremental resolver on `s` from scratch.
-fn start(s: &Snapshot) -> (Incremental, Arc<Snapshot>) {
+/// An incremental resolver started on `s` from scratch, checked against
+/// the full resolve.
+fn started(s: &Snapshot) -> (Incremental, Arc<Snapshot>) {
     let mut inc = Incremental::new(NODE);
     let arc = Arc::new(s.clone());
     assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    (inc, arc)
+}
+
+/// Starts an incremental resolver on [`costed`]'s snapshot `s`.
+fn start(s: &Snapshot) -> (Incremental, Arc<Snapshot>) {
+    let (inc, arc) = started(s);
     let w = inc.work();
     assert!(w.full);
     assert_eq!((w.compiled, w.kept), (4, 0), "the 4 policies of a and b");
@@ -701,9 +708,7 @@ fn a_peer_pod_that_an_ip_block_or_an_egress_named_port_reads_compiles_the_policy
                 .named_port(Protocol::Tcp, "pg"),
         ),
     );
-    let mut inc = Incremental::new(NODE);
-    let arc = Arc::new(s.clone());
-    assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    let (mut inc, _) = started(&s);
     let mut next = s.clone();
     next.add_pod(
         pod("a", "db")
@@ -773,9 +778,7 @@ fn an_egress_named_port_open_to_every_peer_reads_every_pod() {
             .types(false, true)
             .egress(rule().named_port(Protocol::Tcp, "http")),
     );
-    let mut inc = Incremental::new(NODE);
-    let arc = Arc::new(s.clone());
-    assert_eq!(inc.resolve(&arc, None), resolve(&arc, NODE));
+    let (mut inc, _) = started(&s);
     // c/idle, selected by no peer, opens an http port: b/to-http sees it.
     let mut next = s.clone();
     next.add_pod(
