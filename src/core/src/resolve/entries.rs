@@ -63,7 +63,7 @@ impl Entries {
 
     /// The entries in order.
     pub fn iter(&self) -> impl Iterator<Item = &Addr> + Clone + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
+        self.into_iter()
     }
 
     /// Where the entry that starts at `ip` is (`Ok`), or where one would

@@ -279,14 +279,13 @@ fn build_inner(
         .collect();
     // Each pod chain: taken from the cache when its policies compiled to
     // the same rules, else planned.
-    let mut prev_chains = cache
+    let prev_chains = cache
         .as_deref_mut()
         .map(|c| std::mem::take(&mut c.chains))
-        .unwrap_or_default()
-        .into_iter()
-        .peekable();
-    // Whether a cached chain was passed over (its pod or direction gone).
-    let mut passed = false;
+        .unwrap_or_default();
+    let cached_chains = prev_chains.len();
+    let mut prev_chains = prev_chains.into_iter().peekable();
+    let mut taken = 0;
     let mut work = Vec::new();
     for pod in resolution.pods.iter() {
         for dir in Direction::ALL {
@@ -302,13 +301,12 @@ fn build_inner(
             // this pod and direction is next, or there is none (an order
             // that is not so only costs hits).
             let here = (&pod.key, dir);
-            while prev_chains.next_if(|(k, _)| (&k.0, k.1) < here).is_some() {
-                passed = true;
-            }
+            while prev_chains.next_if(|(k, _)| (&k.0, k.1) < here).is_some() {}
             let hit = prev_chains
                 .next_if(|(k, _)| (&k.0, k.1) == here)
-                .map(|(_, c)| c)
-                .filter(|c| c.inputs.len() == inputs.len());
+                .map(|(_, c)| c);
+            taken += usize::from(hit.is_some());
+            let hit = hit.filter(|c| c.inputs.len() == inputs.len());
             let planned = match hit {
                 Some(c) if c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b) => {
                     Err((c, Reuse::AsItWas))
@@ -326,12 +324,12 @@ fn build_inner(
             work.push((pod, dir, inputs, planned));
         }
     }
-    // The same pod chains, each taken from the cache, look up the same
-    // keys: their ids stay.
+    // The same pod chains, each taken from the cache (and no other cached
+    // one left over), look up the same keys: their ids stay.
     let kept_ids = cache
         .as_deref_mut()
         .and_then(|c| c.ids.take())
-        .filter(|_| !passed && prev_chains.peek().is_none() && work.iter().all(|w| w.3.is_err()));
+        .filter(|_| taken == cached_chains && work.iter().all(|w| w.3.is_err()));
     drop(prev_chains);
     let keys = work.iter().flat_map(|(_, _, _, planned)| -> Vec<&SetKey> {
         match planned {

@@ -181,16 +181,19 @@ impl KernelTable {
         let Some(table) = self.table.as_mut() else {
             return;
         };
-        let by_name: std::collections::HashMap<&str, &AddrSet> =
-            desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-        for set in &mut table.rs.sets {
-            if written.contains(&set.name) {
+        for d in &desired.sets {
+            if written.contains(&d.name) {
                 continue;
             }
-            if let Some(d) = by_name.get(set.name.as_str()) {
-                if !Arc::ptr_eq(&set.elements, &d.elements) && set.elements == d.elements {
-                    set.elements = Arc::clone(&d.elements);
-                }
+            let Some(SetMeta {
+                slot: Slot::Set(i), ..
+            }) = table.sets.get(&d.name)
+            else {
+                continue;
+            };
+            let set = &mut table.rs.sets[*i];
+            if !Arc::ptr_eq(&set.elements, &d.elements) && set.elements == d.elements {
+                set.elements = Arc::clone(&d.elements);
             }
         }
     }
