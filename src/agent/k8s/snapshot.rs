@@ -39,7 +39,7 @@ use super::trim::{Convert, Object};
 use super::watch::WatchFailure;
 use super::Kind;
 use crate::metrics::Metrics;
-use nftpolicy_core::model::{NamespacedName, Snapshot};
+use nftpolicy_core::model::{LabelPool, NamespacedName, Snapshot};
 use nftpolicy_core::resolve::{changed_keys, Changes};
 
 /// What [`Stores::take`] hands to a sync.
@@ -110,6 +110,10 @@ struct State {
 /// The three stores (namespaces, pods, policies) and the sync trigger.
 pub struct Stores {
     state: Mutex<State>,
+    /// One copy of each distinct label set (the pods of a workload carry
+    /// the same labels): about a quarter of the objects' memory at 100,000
+    /// pods. Locked on its own, while converting, not under `state`.
+    labels: Mutex<LabelPool>,
     notify: Notify,
     metrics: Arc<Metrics>,
 }
@@ -255,6 +259,7 @@ impl Stores {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            labels: Mutex::new(LabelPool::new()),
             notify: Notify::new(),
             metrics,
         }
@@ -349,7 +354,15 @@ impl Stores {
     fn read<K: Resource + Convert>(&self, kind: Kind, obj: &K) -> Result<Object, NamespacedName> {
         let key = key_of(kind, obj);
         match obj.convert() {
-            Ok(o) if object_key(&o) == key => Ok(o),
+            Ok(mut o) if object_key(&o) == key => {
+                let mut pool = self.labels.lock().unwrap_or_else(PoisonError::into_inner);
+                match &mut o {
+                    Object::Pod(p) => pool.share(&mut p.labels),
+                    Object::Namespace(n) => pool.share(&mut n.labels),
+                    Object::Policy(_) => {}
+                }
+                Ok(o)
+            }
             Ok(o) => {
                 let got = object_key(&o);
                 warn!(%kind, object = %key, %got, "object read under another name; skipped");
@@ -500,6 +513,30 @@ mod tests {
         s.handle(Kind::Pod, Event::Apply(pod("web", "other", "10.0.0.1")));
         assert_eq!(s.generation(), g + 2);
         assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
+    }
+
+    /// Pods with equal labels hold one copy of them, listed or watched.
+    #[test]
+    fn pods_of_one_app_share_their_labels() {
+        let s = Stores::new(Arc::new(Metrics::new()));
+        for kind in [Kind::Namespace, Kind::NetworkPolicy] {
+            s.handle::<ApiNamespace>(kind, Event::Init);
+            s.handle::<ApiNamespace>(kind, Event::InitDone);
+        }
+        list_pods(
+            &s,
+            &[pod("a", "web", "10.0.0.1"), pod("b", "web", "10.0.0.2")],
+        );
+        s.handle(Kind::Pod, Event::Apply(pod("c", "web", "10.0.0.3")));
+        s.handle(Kind::Pod, Event::Apply(pod("d", "db", "10.0.0.4")));
+        let Take::Snapshot(t) = s.take(false) else {
+            panic!("listed")
+        };
+        let labels = |name: &str| &t.snapshot.pods[&NamespacedName::new("shop", name)].labels;
+        assert!(LabelPool::same_copy(labels("a"), labels("b")));
+        assert!(LabelPool::same_copy(labels("a"), labels("c")));
+        assert!(!LabelPool::same_copy(labels("a"), labels("d")));
+        assert_eq!(labels("d")["app"], "db");
     }
 
     #[test]

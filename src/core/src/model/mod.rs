@@ -9,7 +9,7 @@ pub mod net;
 pub mod policy;
 pub mod snapshot;
 
-pub use labels::{Labels, Operator, Requirement, Selector};
+pub use labels::{LabelPool, Labels, Operator, Requirement, Selector};
 pub use policy::{
     Direction, NamespaceScope, Peer, Policy, PolicyTypes, PortRef, PortSpec, Protocol, Rule,
 };
