@@ -438,7 +438,7 @@ fn build_lab(cluster: &mut Cluster) -> Result<BTreeMap<&'static str, Host>, Stri
             .lab
             .add_pod(&node, &pod.name, v4, v6)
             .map_err(lab_err)?;
-        by_name.insert(pod.name.clone(), host);
+        by_name.insert(pod.name.to_string(), host);
     }
     let mut hosts = BTreeMap::new();
     for name in FLOWS.iter().flat_map(|f| [f.from, f.to]) {
@@ -476,7 +476,7 @@ fn set_snapshot(cluster: &mut Cluster, manifests: &Snapshot) -> Result<(), Strin
             .as_deref()
             .and_then(lab_node)
             .ok_or_else(|| format!("pod {}: nodeName must be node-1 or node-2", pod.key()))?;
-        std::sync::Arc::make_mut(pod).node = Some(format!("node{index}"));
+        std::sync::Arc::make_mut(pod).node = Some(format!("node{index}").into());
     }
     cluster.snapshot = s;
     Ok(())

@@ -103,7 +103,7 @@ impl Change {
             }
             Change::PodAdded => {
                 let name = format!("sync-new-{nth}");
-                keys.pods.insert(NamespacedName::new("ns-0", &name));
+                keys.pods.insert(NamespacedName::new("ns-0", name.as_str()));
                 s.add_pod(
                     pod("ns-0", &name)
                         .labels([("app", "app-1"), ("tier", "front")])

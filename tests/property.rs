@@ -86,7 +86,7 @@ impl Oracle<'_> {
         for p in self.s.policies.values() {
             let (i, e) = Self::types(p);
             let applies = if ingress { i } else { e };
-            if p.namespace != pod.namespace
+            if *p.namespace != *pod.namespace
                 || !applies
                 || !labels_match(&p.pod_selector, &pod.labels)
             {
@@ -111,7 +111,7 @@ impl Oracle<'_> {
             }
             Peer::Pods { namespaces, pods } => other.is_some_and(|o| {
                 let ns_ok = match namespaces {
-                    NamespaceScope::Own => o.namespace == policy.namespace,
+                    NamespaceScope::Own => *o.namespace == *policy.namespace,
                     NamespaceScope::Matching(sel) => {
                         labels_match(sel, &self.ns_labels(&o.namespace))
                     }

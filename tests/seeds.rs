@@ -85,7 +85,7 @@ fn golden(case: &str) -> Snapshot {
 
 /// The snapshot with only the policies named in `keep` (all namespaces).
 fn keep_policies(mut s: Snapshot, keep: &[&str]) -> Snapshot {
-    s.policies.retain(|k, _| keep.contains(&k.name.as_str()));
+    s.policies.retain(|k, _| keep.contains(&&*k.name));
     assert_eq!(
         s.policies.len(),
         keep.len(),
@@ -134,7 +134,10 @@ fn addresses(s: &Snapshot, e: &Endpoint) -> Vec<IpAddr> {
 fn node_of(s: &Snapshot, e: &Endpoint) -> Option<String> {
     match e {
         Endpoint::Addr(_) => None,
-        Endpoint::Pod(key) => s.pods.get(key).and_then(|p| p.node.clone()),
+        Endpoint::Pod(key) => s
+            .pods
+            .get(key)
+            .and_then(|p| p.node.as_deref().map(str::to_owned)),
     }
 }
 

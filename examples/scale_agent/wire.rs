@@ -77,7 +77,7 @@ pub fn pod(p: &Pod, n: u64, lean: bool) -> Value {
     let mut container = json!({"name": "app", "ports": ports});
     let mut spec = json!({"containers": [container.clone()]});
     if let Some(node) = &p.node {
-        spec["nodeName"] = json!(node);
+        spec["nodeName"] = json!(&**node);
     }
     if p.host_network {
         spec["hostNetwork"] = json!(true);

@@ -270,7 +270,7 @@ fn typed_objects_keep_their_identity() {
     let mut p: Pod = from(doc);
     p.metadata.namespace = None;
     assert_eq!(
-        api::pod(&p).unwrap().namespace,
+        &*api::pod(&p).unwrap().namespace,
         "default",
         "as kubectl apply defaults it"
     );

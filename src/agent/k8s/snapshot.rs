@@ -39,7 +39,7 @@ use super::trim::{Convert, Object};
 use super::watch::WatchFailure;
 use super::Kind;
 use crate::metrics::Metrics;
-use nftpolicy_core::model::{LabelPool, NamespacedName, Snapshot};
+use nftpolicy_core::model::{NamespacedName, Pools, Snapshot};
 use nftpolicy_core::resolve::{changed_keys, Changes};
 
 /// What [`Stores::take`] hands to a sync.
@@ -110,10 +110,11 @@ struct State {
 /// The three stores (namespaces, pods, policies) and the sync trigger.
 pub struct Stores {
     state: Mutex<State>,
-    /// One copy of each distinct label set (the pods of a workload carry
-    /// the same labels): about a quarter of the objects' memory at 100,000
-    /// pods. Locked on its own, while converting, not under `state`.
-    labels: Mutex<LabelPool>,
+    /// One copy of each distinct namespace name, node name and label set
+    /// that pods have in common (the pods of a workload carry the same
+    /// labels): about a third of the objects' memory at 100,000 pods.
+    /// Locked on its own, while converting, not under `state`.
+    pools: Mutex<Pools>,
     notify: Notify,
     metrics: Arc<Metrics>,
 }
@@ -150,7 +151,7 @@ fn record(changes: &mut Option<Changes>, kind: Kind, key: NamespacedName) {
     let changes = c;
     match kind {
         Kind::Namespace => {
-            changes.namespaces.insert(key.name);
+            changes.namespaces.insert(key.name.to_string());
         }
         Kind::Pod => {
             changes.pods.insert(key);
@@ -239,7 +240,7 @@ fn replace_kind(
 
 fn remove(s: &mut Arc<Snapshot>, kind: Kind, key: &NamespacedName) -> bool {
     let present = match kind {
-        Kind::Namespace => s.namespaces.contains_key(&key.name),
+        Kind::Namespace => s.namespaces.contains_key(&*key.name),
         Kind::Pod => s.pods.contains_key(key),
         Kind::NetworkPolicy => s.policies.contains_key(key),
     };
@@ -248,7 +249,7 @@ fn remove(s: &mut Arc<Snapshot>, kind: Kind, key: &NamespacedName) -> bool {
     }
     let s = Arc::make_mut(s);
     match kind {
-        Kind::Namespace => s.namespaces.remove(&key.name).is_some(),
+        Kind::Namespace => s.namespaces.remove(&*key.name).is_some(),
         Kind::Pod => s.pods.remove(key).is_some(),
         Kind::NetworkPolicy => s.policies.remove(key).is_some(),
     }
@@ -259,7 +260,7 @@ impl Stores {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            labels: Mutex::new(LabelPool::new()),
+            pools: Mutex::new(Pools::new()),
             notify: Notify::new(),
             metrics,
         }
@@ -355,10 +356,10 @@ impl Stores {
         let key = key_of(kind, obj);
         match obj.convert() {
             Ok(mut o) if object_key(&o) == key => {
-                let mut pool = self.labels.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
                 match &mut o {
-                    Object::Pod(p) => pool.share(&mut p.labels),
-                    Object::Namespace(n) => pool.share(&mut n.labels),
+                    Object::Pod(p) => pools.share_pod(p),
+                    Object::Namespace(n) => pools.share_namespace(n),
                     Object::Policy(_) => {}
                 }
                 Ok(o)
@@ -461,6 +462,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use nftpolicy_core::model::Shared;
 
     fn pod(name: &str, app: &str, ip: &str) -> ApiPod {
         serde_json::from_value(json!({
@@ -515,7 +517,8 @@ mod tests {
         assert_eq!(s.lock().kinds[Kind::Pod.index()].invalid.len(), 1);
     }
 
-    /// Pods with equal labels hold one copy of them, listed or watched.
+    /// Pods with equal labels hold one copy of them, and of their
+    /// namespace and node names, listed or watched.
     #[test]
     fn pods_of_one_app_share_their_labels() {
         let s = Stores::new(Arc::new(Metrics::new()));
@@ -532,11 +535,14 @@ mod tests {
         let Take::Snapshot(t) = s.take(false) else {
             panic!("listed")
         };
-        let labels = |name: &str| &t.snapshot.pods[&NamespacedName::new("shop", name)].labels;
-        assert!(LabelPool::same_copy(labels("a"), labels("b")));
-        assert!(LabelPool::same_copy(labels("a"), labels("c")));
-        assert!(!LabelPool::same_copy(labels("a"), labels("d")));
-        assert_eq!(labels("d")["app"], "db");
+        let pod = |name: &str| &t.snapshot.pods[&NamespacedName::new("shop", name)];
+        assert!(pod("a").labels.same_copy(&pod("b").labels));
+        assert!(pod("a").labels.same_copy(&pod("c").labels));
+        assert!(!pod("a").labels.same_copy(&pod("d").labels));
+        assert_eq!(pod("d").labels["app"], "db");
+        let node = |name: &str| pod(name).node.clone().unwrap();
+        assert!(node("a").same_copy(&node("d")));
+        assert!(pod("b").namespace.same_copy(&pod("c").namespace));
     }
 
     #[test]

@@ -260,7 +260,7 @@ mod tests {
         let Ok(Object::Pod(m)) = s else {
             panic!("pod did not convert")
         };
-        assert_eq!(m.namespace, "shop");
+        assert_eq!(&*m.namespace, "shop");
         assert_eq!(m.node.as_deref(), Some("n1"));
         assert_eq!(m.ips.len(), 2);
         let names: Vec<_> = m.ports.iter().map(|c| c.name.as_deref()).collect();

@@ -248,8 +248,8 @@ pub fn event(
 fn set_names(e: &mut Event, src: Option<NamespacedName>, dst: Option<NamespacedName>) {
     for (peer, pod) in [(&mut e.src, src), (&mut e.dst, dst)] {
         if let Some(p) = pod {
-            peer.namespace = Some(p.namespace);
-            peer.pod = Some(p.name);
+            peer.namespace = Some(p.namespace.to_string());
+            peer.pod = Some(p.name.to_string());
         }
     }
 }

@@ -234,7 +234,7 @@ fn unknown_ids_and_strangers_are_reported_not_lost() {
 fn a_chain_of_the_previous_ruleset_is_still_named() {
     let (shared, id) = view(shop(), "pod-ingress-shop/db");
     let mut s = shop();
-    s.pods.retain(|k, _| k.name != "db");
+    s.pods.retain(|k, _| &*k.name != "db");
     let (_, map) = build_logged(&resolve(&s, "n1"), &LogOptions::OFF);
     assert!(map.get(&id).is_none());
     shared.publish(map.clone(), Arc::new(s.clone()));

@@ -359,13 +359,13 @@ fn apply(s: &mut Snapshot, ev: &Event) -> (Changes, String) {
                 let pods: Vec<_> = s
                     .pods
                     .keys()
-                    .filter(|k| k.namespace == name)
+                    .filter(|k| *k.namespace == *name)
                     .cloned()
                     .collect();
                 let policies: Vec<_> = s
                     .policies
                     .keys()
-                    .filter(|k| k.namespace == name)
+                    .filter(|k| *k.namespace == *name)
                     .cloned()
                     .collect();
                 for k in pods {

@@ -96,7 +96,7 @@ mod tests {
     fn identity() {
         let p: core::Pod = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
         let m = pod(&p).unwrap();
-        assert_eq!((m.namespace.as_str(), m.name.as_str()), ("default", "web"));
+        assert_eq!((&*m.namespace, &*m.name), ("default", "web"));
         let ns: core::Namespace =
             serde_json::from_value(json!({"metadata": {"name": "shop", "namespace": "x"}}))
                 .unwrap();

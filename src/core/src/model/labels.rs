@@ -3,7 +3,7 @@
 //! A selector is the AND of its `matchLabels` pairs and its
 //! `matchExpressions` requirements; an empty selector matches everything.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// An object's labels: one value per key, sorted by key, so that
@@ -12,8 +12,8 @@ use std::sync::Arc;
 /// node for two labels) was 65 MiB of the cluster model.
 ///
 /// The pairs are shared (`Arc`): a clone costs a reference count, and a
-/// [`LabelPool`] lets the pods of one workload, which carry the same labels,
-/// hold one copy between them (`docs/performance.md`, "The agent binary at
+/// a pool lets the pods of one workload, which carry the same labels,
+/// hold one copy between them ([`Pool`](super::Pool); `docs/performance.md`, "The agent binary at
 /// 100,000 pods"). Changing a shared set copies it first.
 ///
 /// `Debug` prints a map, as the `BTreeMap` did: set names hash the peer
@@ -156,51 +156,13 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
-/// Equal label sets held once: [`LabelPool::share`] swaps a set for the
-/// pool's equal one. Sets that only the pool still holds are dropped
-/// whenever the pool has doubled since the last sweep, so it stays within
-/// twice the sets in use.
-#[derive(Debug, Default)]
-pub struct LabelPool {
-    sets: HashSet<Labels>,
-    /// Size after the last sweep.
-    swept: usize,
-}
-
-impl LabelPool {
-    /// An empty pool.
-    pub fn new() -> Self {
-        Self::default()
+impl super::pool::Shared for Labels {
+    fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
     }
 
-    /// Makes `labels` the pool's copy of an equal set (adding it if new).
-    pub fn share(&mut self, labels: &mut Labels) {
-        if let Some(held) = self.sets.get(labels) {
-            if !Arc::ptr_eq(&held.0, &labels.0) {
-                *labels = held.clone();
-            }
-            return;
-        }
-        self.sets.insert(labels.clone());
-        if self.sets.len() > 2 * self.swept.max(512) {
-            self.sets.retain(|l| Arc::strong_count(&l.0) > 1);
-            self.swept = self.sets.len();
-        }
-    }
-
-    /// Distinct sets held.
-    pub fn len(&self) -> usize {
-        self.sets.len()
-    }
-
-    /// Whether the pool holds none.
-    pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
-    }
-
-    /// Whether `a` and `b` are one shared copy (not merely equal).
-    pub fn same_copy(a: &Labels, b: &Labels) -> bool {
-        Arc::ptr_eq(&a.0, &b.0)
+    fn same_copy(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -325,42 +287,6 @@ mod tests {
 
     fn set(vs: &[&str]) -> BTreeSet<String> {
         vs.iter().map(|v| (*v).to_owned()).collect()
-    }
-
-    /// The pool hands out one copy per distinct set, and a change to a
-    /// shared copy leaves the other holders' labels as they were.
-    #[test]
-    fn pool_shares_equal_sets_and_changes_copy() {
-        let mut pool = LabelPool::new();
-        let mut a = labels(&[("app", "web"), ("tier", "front")]);
-        let mut b = labels(&[("tier", "front"), ("app", "web")]);
-        let mut c = labels(&[("app", "db")]);
-        pool.share(&mut a);
-        pool.share(&mut b);
-        pool.share(&mut c);
-        assert!(LabelPool::same_copy(&a, &b));
-        assert!(!LabelPool::same_copy(&a, &c));
-        assert_eq!(pool.len(), 2);
-        b.insert("tier".into(), "back".into());
-        assert_eq!(a["tier"], "front");
-        assert_eq!(b["tier"], "back");
-        assert!(!LabelPool::same_copy(&a, &b));
-    }
-
-    /// Sets nobody else holds leave the pool when it sweeps; sets in use stay.
-    #[test]
-    fn pool_sweeps_sets_no_one_holds() {
-        let mut pool = LabelPool::new();
-        let mut kept = labels(&[("app", "kept")]);
-        pool.share(&mut kept);
-        for i in 0..5_000 {
-            let mut l = labels(&[("pod", &i.to_string())]);
-            pool.share(&mut l);
-        }
-        assert!(pool.len() < 2_100, "pool holds {} sets", pool.len());
-        let mut again = labels(&[("app", "kept")]);
-        pool.share(&mut again);
-        assert!(LabelPool::same_copy(&kept, &again));
     }
 
     /// Labels behave as the map they replace: sorted, one value per key,

@@ -7,10 +7,12 @@
 pub mod labels;
 pub mod net;
 pub mod policy;
+pub mod pool;
 pub mod snapshot;
 
-pub use labels::{LabelPool, Labels, Operator, Requirement, Selector};
+pub use labels::{Labels, Operator, Requirement, Selector};
 pub use policy::{
     Direction, NamespaceScope, Peer, Policy, PolicyTypes, PortRef, PortSpec, Protocol, Rule,
 };
+pub use pool::{Pool, Pools, Shared};
 pub use snapshot::{ContainerPort, Namespace, NamespacedName, Pod, PodPhase, Snapshot};

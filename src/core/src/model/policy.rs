@@ -172,7 +172,7 @@ impl Policy {
     /// Whether the policy selects `pod`: same namespace, and `podSelector`
     /// matches its labels (whatever the direction or the pod's state).
     pub fn selects(&self, pod: &Pod) -> bool {
-        pod.namespace == self.namespace && self.pod_selector.matches(&pod.labels)
+        *pod.namespace == *self.namespace && self.pod_selector.matches(&pod.labels)
     }
 
     /// Whether the policy isolates its pods in `dir`.

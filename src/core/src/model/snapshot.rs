@@ -9,18 +9,19 @@ use std::sync::Arc;
 use super::labels::Labels;
 use super::policy::{Policy, Protocol};
 
-/// A `namespace/name` key.
+/// A `namespace/name` key. Its parts are shared strings: a pod's key holds
+/// the pod's own, and the copies the resolver keeps cost no allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NamespacedName {
     /// The namespace.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// The object's name.
-    pub name: String,
+    pub name: Arc<str>,
 }
 
 impl NamespacedName {
     /// Builds a key from its parts.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(namespace: impl Into<Arc<str>>, name: impl Into<Arc<str>>) -> Self {
         Self {
             namespace: namespace.into(),
             name: name.into(),
@@ -76,17 +77,19 @@ pub struct ContainerPort {
     pub protocol: Protocol,
 }
 
-/// A pod, trimmed to what policy needs.
+/// A pod, trimmed to what policy needs. Its strings and labels are shared
+/// (the agent's stores pool the namespace, node and label set that many
+/// pods have in common, [`Pool`](super::Pool)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pod {
     /// Namespace of the pod.
-    pub namespace: String,
+    pub namespace: Arc<str>,
     /// Name of the pod.
-    pub name: String,
+    pub name: Arc<str>,
     /// Its labels.
     pub labels: Labels,
     /// `spec.nodeName`, once scheduled.
-    pub node: Option<String>,
+    pub node: Option<Arc<str>>,
     /// Every IP of `status.podIPs` (IPv4 and IPv6), in the order given.
     pub ips: Vec<IpAddr>,
     /// `spec.hostNetwork`.

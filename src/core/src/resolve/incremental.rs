@@ -220,7 +220,7 @@ fn in_namespace<'m, V>(
     map: &'m BTreeMap<NamespacedName, V>,
     ns: &str,
 ) -> impl Iterator<Item = (&'m NamespacedName, &'m V)> + 'm {
-    let ns = ns.to_owned();
+    let ns: Arc<str> = ns.into();
     map.range(NamespacedName::new(ns.clone(), "")..)
         .take_while(move |(k, _)| k.namespace == ns)
 }
@@ -457,7 +457,7 @@ impl State {
             let new_slot = self.index.slot(key);
             let now_local = new.filter(|p| is_local(p, node));
             if old.is_some_and(|p| is_local(p, node)) || now_local.is_some() {
-                local_namespaces.insert(key.namespace.as_str());
+                local_namespaces.insert(&*key.namespace);
                 self.pods = None;
                 match now_local {
                     Some(p) => self.local.insert(key.clone(), Arc::clone(p)),

@@ -27,7 +27,7 @@ pub struct Index {
     /// Free slots, reused first.
     free: Vec<usize>,
     active: usize,
-    by_namespace: BTreeMap<String, Vec<usize>>,
+    by_namespace: BTreeMap<Arc<str>, Vec<usize>>,
     by_label: HashMap<String, HashMap<String, Vec<usize>>>,
 }
 
@@ -95,9 +95,9 @@ impl Index {
             return;
         };
         self.origins[slot] = OnceCell::new();
-        if let Some(list) = self.by_namespace.get_mut(pod.namespace.as_str()) {
+        if let Some(list) = self.by_namespace.get_mut(&*pod.namespace) {
             if remove_sorted(list, slot) {
-                self.by_namespace.remove(pod.namespace.as_str());
+                self.by_namespace.remove(&*pod.namespace);
             }
         }
         for (k, v) in &pod.labels {
@@ -132,7 +132,7 @@ impl Index {
     /// (no map of keys: at 100,000 pods one would cost 12 MiB).
     pub fn slot(&self, key: &NamespacedName) -> Option<usize> {
         self.by_namespace
-            .get(key.namespace.as_str())?
+            .get(&*key.namespace)?
             .iter()
             .copied()
             .find(|&slot| self.pod(slot).name == key.name)
@@ -186,7 +186,7 @@ impl Index {
             NamespaceScope::Own => self
                 .by_namespace
                 .get_key_value(own)
-                .map(|(ns, _)| ns.as_str())
+                .map(|(ns, _)| &**ns)
                 .into_iter()
                 .collect(),
             NamespaceScope::Matching(sel) => {
@@ -197,7 +197,7 @@ impl Index {
                     .map(|ns| ns.name.as_str())
                     .collect();
                 for ns in self.by_namespace.keys() {
-                    if !snapshot.namespaces.contains_key(ns)
+                    if !snapshot.namespaces.contains_key(&**ns)
                         && sel.matches(&snapshot.namespace_labels(ns))
                     {
                         names.push(ns);
@@ -222,11 +222,7 @@ impl Index {
                     .map_or(&[][..], Vec::as_slice)
             })
             .min_by_key(|l| l.len());
-        let in_scope = |i: &usize| {
-            namespaces
-                .binary_search(&self.pod(*i).namespace.as_str())
-                .is_ok()
-        };
+        let in_scope = |i: &usize| namespaces.binary_search(&&*self.pod(*i).namespace).is_ok();
         let matches = |i: &usize| selector.matches(&self.pod(*i).labels);
         match posting {
             Some(list) if list.len() < self.active / 4 || namespaces.len() > 8 => list

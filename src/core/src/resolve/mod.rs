@@ -431,10 +431,7 @@ pub fn resolve(snapshot: &Snapshot, node: &str) -> Resolution {
     // Positions in `local`, per namespace: a policy selects only pods of its own.
     let mut local_by_namespace: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, p) in local.iter().enumerate() {
-        local_by_namespace
-            .entry(p.namespace.as_str())
-            .or_default()
-            .push(i);
+        local_by_namespace.entry(&*p.namespace).or_default().push(i);
     }
 
     // Policies come sorted by key and `Direction::ALL` is in `Direction`'s

@@ -23,7 +23,7 @@ pub(super) fn peer_finds(
     ns_labels: &Labels,
 ) -> bool {
     let in_scope = match scope {
-        NamespaceScope::Own => pod.namespace == own,
+        NamespaceScope::Own => *pod.namespace == *own,
         NamespaceScope::Matching(sel) => sel.matches(ns_labels),
     };
     in_scope && pods.matches(&pod.labels)

@@ -37,8 +37,8 @@ pub fn namespace<'a>(name: &str, pairs: impl IntoIterator<Item = (&'a str, &'a s
 /// A running pod with no labels, IPs or node yet.
 pub fn pod(namespace: &str, name: &str) -> Pod {
     Pod {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
+        namespace: namespace.into(),
+        name: name.into(),
         labels: Labels::new(),
         node: None,
         ips: Vec::new(),
@@ -74,7 +74,7 @@ impl PodExt for Pod {
         self
     }
     fn node(mut self, node: &str) -> Self {
-        self.node = Some(node.to_owned());
+        self.node = Some(node.into());
         self
     }
     fn host_network(mut self) -> Self {

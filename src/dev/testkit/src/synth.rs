@@ -2,10 +2,12 @@
 //! of ~100 pods, a realistic mix of policies (per-namespace default-deny,
 //! app-to-app podSelector allows, namespaceSelector allows, ipBlocks with
 //! except, named ports, DNS egress), and a chosen number of pods on the node
-//! under test. Same parameters, same cluster: no randomness.
+//! under test. Same parameters, same cluster: no randomness. Pods share
+//! their namespace, node and label set through a [`Pools`], as the agent's
+//! watch stores share them.
 
 use crate::*;
-use nftpolicy_core::model::{Operator, Protocol, Selector, Snapshot};
+use nftpolicy_core::model::{Operator, Pools, Protocol, Selector, Snapshot};
 
 /// Size of a synthetic cluster.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,7 @@ pub fn cluster(spec: Spec) -> Snapshot {
     s.add_namespace(namespace("kube-system", []));
     // Local pods are spread over the namespaces: every (pods / local)-th pod.
     let stride = (spec.pods / spec.local_pods.max(1)).max(1);
+    let mut pools = Pools::new();
     for i in 0..spec.pods {
         let n = i / NS_SIZE;
         let app = format!("app-{}", i % APPS);
@@ -63,6 +66,7 @@ pub fn cluster(spec: Spec) -> Snapshot {
             let h = i + 1;
             p = p.ip(&format!("fd00:10:244::{:x}:{:x}", h >> 16, h & 0xffff));
         }
+        pools.share_pod(&mut p);
         s.add_pod(p);
     }
     for k in 0..spec.policies {

@@ -19,12 +19,13 @@ pub(super) fn pod(namespace: &str, name: &str, pod: &core::Pod) -> Result<Pod, I
         _ => PodPhase::Active,
     };
     Ok(Pod {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
+        namespace: namespace.into(),
+        name: name.into(),
         labels: pod.metadata.labels.clone().unwrap_or_default().into(),
         node: spec
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty()),
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+            .map(Into::into),
         ips: match status {
             Some(status) => pod_ips(status)?,
             None => Vec::new(),

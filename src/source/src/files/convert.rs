@@ -173,10 +173,7 @@ mod tests {
     #[test]
     fn pod_without_containers() {
         let p = pod(json!({"metadata": {"name": "web"}, "spec": {"nodeName": "n1"}})).unwrap();
-        assert_eq!(
-            (p.namespace.as_str(), p.node.as_deref()),
-            ("default", Some("n1"))
-        );
+        assert_eq!((&*p.namespace, p.node.as_deref()), ("default", Some("n1")));
         assert!(p.ports.is_empty());
     }
 }
