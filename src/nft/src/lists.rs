@@ -50,6 +50,13 @@ pub(super) fn changed<'e, T: Ord + Hash>(old: &'e [T], new: &'e [T]) -> (Vec<&'e
     let (mut gone, mut came) = (Vec::new(), Vec::new());
     let (mut i, mut j) = (0, 0);
     while i < old.len() && j < new.len() {
+        // Equality first: kept elements share their comments, which `==`
+        // compares by address and `cmp` by content.
+        if old[i] == new[j] {
+            i += 1;
+            j += 1;
+            continue;
+        }
         match old[i].cmp(&new[j]) {
             std::cmp::Ordering::Less => {
                 gone.push(&old[i]);
