@@ -976,4 +976,28 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
         sets.reused_sets(),
         next.sets.len()
     );
+    // A grown peer set keeps the elements it had, comments and all (copied
+    // from the last build, in whole chunks where the peers' chunks are
+    // shared), including sets of many chunks. (`allow-*` sets, unions of
+    // several peer sets, are written whole.)
+    let joined: std::net::IpAddr = "10.250.0.2".parse().unwrap();
+    let mut large = 0;
+    let grown_peers = next
+        .sets
+        .iter()
+        .filter(|set| set.name.starts_with("peers-") && set.contains(&joined));
+    for set in grown_peers {
+        let old = rs.sets.iter().find(|o| o.name == set.name).expect("grown, not new");
+        assert_eq!(set.elements.len(), old.elements.len() + 1, "{}", set.name);
+        large += usize::from(old.elements.len() > 128);
+        for e in set.elements.iter().filter(|e| !e.range.contains(&joined)) {
+            let was = old.elements.iter().find(|o| o.range == e.range).expect("kept");
+            let same = match (&e.comment, &was.comment) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (a, b) => a == b,
+            };
+            assert!(same, "{}: {:?} written anew", set.name, e.range);
+        }
+    }
+    assert!(large > 0, "a grown set of more than two chunks");
 }

@@ -66,6 +66,13 @@ impl Entries {
         self.into_iter()
     }
 
+    /// The chunks in order: two versions of a set share the chunks a
+    /// change did not touch (the same `Rc`), and a shared chunk holds the
+    /// same entries in both.
+    pub fn chunks(&self) -> &[Rc<Vec<Addr>>] {
+        &self.chunks
+    }
+
     /// Where the entry that starts at `ip` is (`Ok`), or where one would
     /// go (`Err`).
     pub(super) fn find(&self, ip: &IpAddr) -> Result<Pos, Pos> {

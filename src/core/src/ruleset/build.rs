@@ -986,7 +986,9 @@ fn peer_set<'r>(
 /// The elements of the set `lookup` reads, from those of `old`, the same
 /// set of the last build made of other peer sets: when both are one peer
 /// set of the same definition, the entries they share keep their element
-/// (a copy, not a new comment), and only the others are written.
+/// (a copy, not a new comment), and only the others are written. A chunk
+/// of entries both versions share (a change copies only the chunks it
+/// touches) takes its elements over in one slice, without comparing them.
 fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
     let family = lookup.family;
     let (Some((was, port)), [now]) = (old.members.first(), lookup.members.as_slice()) else {
@@ -997,15 +999,58 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
         return write_elements(lookup);
     }
     let (before, after) = (was.addrs.family(family), now.set.addrs.family(family));
+    if before.len() != old.elements.len() {
+        return write_elements(lookup);
+    }
+    // Each old chunk: its index and where its elements start.
+    let mut start = 0;
+    let at: HashMap<*const Vec<Addr>, (usize, usize)> = before
+        .chunks()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let here = start;
+            start += c.len();
+            (Rc::as_ptr(c), (i, here))
+        })
+        .collect();
     let order = |a: &Addr| (a.range.first, a.range.last);
     let mut out = Vec::with_capacity(after.len());
-    // The old entries beside the elements made of them.
-    let mut before = before.iter().zip(old.elements.iter()).peekable();
-    for a in after {
-        while before.next_if(|(b, _)| order(b) < order(a)).is_some() {}
-        match before.next_if(|(b, _)| *b == a) {
-            Some((_, kept)) => out.push(kept.clone()),
-            None => out.push(element(a)),
+    // The next old entry not yet passed: chunk, index in it, element.
+    let (mut chunk, mut index, mut element_at) = (0, 0, 0);
+    for c in after.chunks() {
+        if let Some(&(i, from)) = at.get(&Rc::as_ptr(c)) {
+            out.extend_from_slice(&old.elements[from..from + c.len()]);
+            (chunk, index, element_at) = (i + 1, 0, from + c.len());
+            continue;
+        }
+        for a in c.iter() {
+            // Pass the old entries before `a`; keep the element of an equal one.
+            let mut kept = None;
+            loop {
+                while before.chunks().get(chunk).is_some_and(|c| index >= c.len()) {
+                    (chunk, index) = (chunk + 1, 0);
+                }
+                let Some(b) = before.chunks().get(chunk).map(|c| &c[index]) else {
+                    break;
+                };
+                let (passed, equal) = (order(b) < order(a), b == a);
+                if !passed && !equal {
+                    break;
+                }
+                if equal {
+                    kept = Some(element_at);
+                }
+                index += 1;
+                element_at += 1;
+                if equal {
+                    break;
+                }
+            }
+            match kept {
+                Some(k) => out.push(old.elements[k].clone()),
+                None => out.push(element(a)),
+            }
         }
     }
     out
