@@ -72,24 +72,21 @@ fn incremental_element_add_and_remove() {
     let a = sample();
     let mut b = sample();
     let web = set_mut(&mut b, WEB_V4);
-    web.elements_mut().remove(1); // 10.1.0.0/16
-    web.elements_mut()
-        .insert(0, single("10.0.0.0", Some("new first"))); // zero-end element stays
-    web.elements_mut().push(range("1.0.0.0", "1.0.0.255", None));
-    web.elements_mut().sort();
+    web.edit_elements(|e| e.remove(1)); // 10.1.0.0/16
+    web.edit_elements(|e| e.insert(0, single("10.0.0.0", Some("new first")))); // zero-end element stays
+    web.edit_elements(|e| e.push(range("1.0.0.0", "1.0.0.255", None)));
+    web.edit_elements(|e| e.sort());
     let v6 = set_mut(&mut b, WEB_V6);
-    v6.elements_mut().remove(0);
-    set_mut(&mut b, OUT_V4)
-        .elements_mut()
-        .push(single("10.244.9.9", Some("shop/new")));
+    v6.edit_elements(|e| e.remove(0));
+    set_mut(&mut b, OUT_V4).edit_elements(|e| e.push(single("10.244.9.9", Some("shop/new"))));
     let m = map_mut(&mut b, "ingress-pods-v4");
     m.elements.retain(|e| e.chain != POD_DB);
     m.elements[0].comment = "renamed comment".into();
     let (ns, mut dp) = check_transition(&a, &b);
     // And back: ranges starting at zero and the open end of the family.
     let mut c = b.clone();
-    *set_mut(&mut c, WEB_V4).elements_mut() = vec![range("0.0.0.0", "0.255.255.255", None)];
-    set_mut(&mut c, WEB_V6).elements_mut().clear();
+    set_mut(&mut c, WEB_V4).set_elements(vec![range("0.0.0.0", "0.255.255.255", None)]);
+    set_mut(&mut c, WEB_V6).edit_elements(|e| e.clear());
     assert_eq!(dp.apply(&c).expect("c").kind, ApplyKind::Incremental);
     assert_consistent(&ns, &dp);
     assert_eq!(dp.apply(&a).expect("a").kind, ApplyKind::Incremental);
@@ -159,8 +156,7 @@ fn incremental_policy_and_set_removed_and_recreated() {
     // A set that gains a range must be re-created with flags interval.
     let out = set_mut(&mut b, OUT_V4);
     out.interval = true;
-    out.elements_mut()
-        .push(range("10.245.0.0", "10.245.255.255", Some("ipBlock")));
+    out.edit_elements(|e| e.push(range("10.245.0.0", "10.245.255.255", Some("ipBlock"))));
     check_transition(&a, &b);
 }
 
@@ -285,7 +281,7 @@ fn other_tables_are_untouched() {
     let mut dp = ns.dataplane();
     let a = sample();
     let mut b = sample();
-    set_mut(&mut b, OUT_V4).elements_mut().pop();
+    set_mut(&mut b, OUT_V4).edit_elements(|e| e.pop());
     dp.apply(&a).expect("full");
     assert_eq!(others(), before);
     dp.apply(&b).expect("incremental");
@@ -334,9 +330,7 @@ fn twenty_thousand_elements_in_one_batch() {
     assert!(report.bytes > 1 << 20, "{report:?}");
     assert_eq!(ns.list(), render(&rs));
     let mut b = rs.clone();
-    set_mut(&mut b, OUT_V4)
-        .elements_mut()
-        .push(single("10.200.0.1", Some("one more")));
+    set_mut(&mut b, OUT_V4).edit_elements(|e| e.push(single("10.200.0.1", Some("one more"))));
     let t = std::time::Instant::now();
     let report = dp.apply(&b).expect("one element");
     eprintln!("incremental, one element: {:?} ({report:?})", t.elapsed());
@@ -357,9 +351,7 @@ fn rejected_rule_leaves_previous_ruleset_whole() {
         1,
         Rule::new(vec![], Verdict::Jump("policy-ingress-nope/missing".into())),
     );
-    set_mut(&mut bad, OUT_V4)
-        .elements_mut()
-        .push(single("10.9.9.9", None));
+    set_mut(&mut bad, OUT_V4).edit_elements(|e| e.push(single("10.9.9.9", None)));
     let err = dp.apply(&bad).expect_err("must be rejected");
     let text = err.to_string();
     assert!(

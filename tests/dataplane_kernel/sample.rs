@@ -436,8 +436,10 @@ pub fn large(n: u32) -> Ruleset {
     let elems: Vec<(String, &str)> = (0..n).map(|i| (addr(i), POD_DB)).collect();
     let refs: Vec<(&str, &str)> = elems.iter().map(|(a, c)| (a.as_str(), *c)).collect();
     *map_mut(&mut rs, "ingress-pods-v4") = map("ingress-pods-v4", Family::V4, &refs);
-    *set_mut(&mut rs, OUT_V4).elements_mut() = (0..n)
-        .map(|i| single(&addr(i * 2), Some(&format!("shop/peer-{i}"))))
-        .collect();
+    set_mut(&mut rs, OUT_V4).set_elements(
+        (0..n)
+            .map(|i| single(&addr(i * 2), Some(&format!("shop/peer-{i}"))))
+            .collect(),
+    );
     rs
 }

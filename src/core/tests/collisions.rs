@@ -100,7 +100,7 @@ fn colliding_hashes_never_share_a_set() {
         let mut v: Vec<_> = rs
             .sets
             .iter()
-            .map(|s| (s.comment.clone(), s.elements.clone()))
+            .map(|s| (s.comment.clone(), s.elements.to_vec()))
             .collect();
         v.sort();
         v

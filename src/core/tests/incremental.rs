@@ -987,11 +987,31 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
         .iter()
         .filter(|set| set.name.starts_with("peers-") && set.contains(&joined));
     for set in grown_peers {
-        let old = rs.sets.iter().find(|o| o.name == set.name).expect("grown, not new");
+        let old = rs
+            .sets
+            .iter()
+            .find(|o| o.name == set.name)
+            .expect("grown, not new");
         assert_eq!(set.elements.len(), old.elements.len() + 1, "{}", set.name);
+        let kept = set
+            .elements
+            .chunks()
+            .iter()
+            .filter(|c| old.elements.chunks().iter().any(|o| Arc::ptr_eq(c, o)))
+            .count();
+        assert!(
+            kept + 1 >= old.elements.chunks().len(),
+            "{}: {kept} of {} chunks kept",
+            set.name,
+            old.elements.chunks().len()
+        );
         large += usize::from(old.elements.len() > 128);
         for e in set.elements.iter().filter(|e| !e.range.contains(&joined)) {
-            let was = old.elements.iter().find(|o| o.range == e.range).expect("kept");
+            let was = old
+                .elements
+                .iter()
+                .find(|o| o.range == e.range)
+                .expect("kept");
             let same = match (&e.comment, &was.comment) {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b),
                 (a, b) => a == b,

@@ -113,9 +113,8 @@ impl FakeDataplane {
             let b = batch::build(&plan.transaction, &mut self.seq)?;
             (b.messages(), b.buf.len())
         };
-        let written = plan.transaction.sets_written();
         self.kernel.commit(std::mem::take(&mut plan.transaction))?;
-        self.kernel.share_elements(desired, &written);
+        self.kernel.share_elements(desired);
         Ok(ApplyReport {
             kind: plan.kind,
             messages,

@@ -277,10 +277,9 @@ impl Dataplane for NetlinkDataplane {
         self.genid = Some(before.wrapping_add(1)).filter(|g| after == Some(*g));
         let mut table = picture.or_else(|| self.applied.take()).unwrap_or_default();
         self.applied = None;
-        let written = plan.transaction.sets_written();
         match table.commit(plan.transaction) {
             Ok(()) => {
-                table.share_elements(desired, &written);
+                table.share_elements(desired);
                 self.applied = Some(table)
             }
             Err(e) => {

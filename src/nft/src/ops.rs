@@ -66,7 +66,8 @@ pub(crate) fn zero_end(set: &AddrSet) -> bool {
     set.interval
         && set
             .elements
-            .first()
+            .iter()
+            .next()
             .is_some_and(|e| e.range.first != zero(set.family))
 }
 

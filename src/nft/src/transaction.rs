@@ -173,19 +173,6 @@ impl Transaction {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
-
-    /// The sets whose elements the batch writes (added, or given or
-    /// deprived of elements).
-    pub(crate) fn sets_written(&self) -> std::collections::HashSet<String> {
-        self.ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::AddSet(def) => Some(def.name.clone()),
-                Op::AddElements { set, .. } | Op::DeleteElements { set, .. } => Some(set.clone()),
-                _ => None,
-            })
-            .collect()
-    }
 }
 
 impl Display for Transaction {

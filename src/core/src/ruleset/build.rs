@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 use super::{guard, names};
 use super::{
-    AddrField, AddrSet, BaseChain, Chain, CtMatch, Family, Hook, MapElement, Match, PortRange,
-    Protocol, Rule, Ruleset, SetElement, Verdict, VerdictMap,
+    AddrField, AddrSet, BaseChain, Chain, CtMatch, Elements, Family, Hook, MapElement, Match,
+    PortRange, Protocol, Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
 use crate::model::{Direction, NamespacedName};
 use crate::resolve::{
@@ -102,7 +102,9 @@ struct Cached {
     family: Family,
     comment: String,
     members: Vec<(Rc<PeerSet>, Option<u16>)>,
-    elements: Arc<Vec<SetElement>>,
+    elements: Elements,
+    /// Whether any element is a range (`flags interval`).
+    interval: bool,
 }
 
 /// A pod chain of the last build.
@@ -841,12 +843,12 @@ impl Builder<'_> {
     /// Adds the set `name` that `lookup` reads to the table (not added yet).
     fn add_set(&mut self, name: String, lookup: &Lookup<'_>) {
         let comment = names::describe_set(&lookup.key);
-        let elements = self.elements(&name, &comment, lookup);
+        let (elements, interval) = self.elements(&name, &comment, lookup);
         self.added.insert(name.clone());
         self.sets.push(AddrSet {
             name,
             family: lookup.family,
-            interval: elements.iter().any(|e| e.range.is_range()),
+            interval,
             comment,
             elements,
         });
@@ -906,18 +908,19 @@ impl Builder<'_> {
             self.sets.push(AddrSet {
                 name: set.name.clone(),
                 family: made.family,
-                interval: made.elements.iter().any(|e| e.range.is_range()),
+                interval: made.interval,
                 comment: made.comment.clone(),
-                elements: Arc::clone(&made.elements),
+                elements: made.elements.clone(),
             });
             self.next.insert(set.name.clone(), made);
         }
         Ok(cached)
     }
 
-    /// The elements of the set `name` for `lookup`: the cached ones when
-    /// the last build made it of the same peer sets, else written anew.
-    fn elements(&mut self, name: &str, comment: &str, lookup: &Lookup<'_>) -> Arc<Vec<SetElement>> {
+    /// The elements of the set `name` for `lookup`, and whether any is a
+    /// range: the cached ones when the last build made it of the same peer
+    /// sets, else written anew (keeping the chunks whose entries stayed).
+    fn elements(&mut self, name: &str, comment: &str, lookup: &Lookup<'_>) -> (Elements, bool) {
         let family = lookup.family;
         let same = |c: &Cached| {
             c.family == family
@@ -928,15 +931,23 @@ impl Builder<'_> {
                     .all(|((set, port), m)| Rc::ptr_eq(set, m.set) && *port == m.port)
         };
         let Some(cache) = self.cache.as_deref_mut() else {
-            return Arc::new(write_elements(lookup));
+            let elements = write_elements(lookup);
+            let interval = elements.iter().any(|e| e.range.is_range());
+            return (elements, interval);
         };
-        let elements = match cache.sets.remove(name) {
+        let (elements, interval) = match cache.sets.remove(name) {
             Some(hit) if same(&hit) => {
                 self.reused_sets += 1;
-                hit.elements
+                (hit.elements, hit.interval)
             }
-            Some(old) => Arc::new(rewrite_elements(&old, lookup)),
-            None => Arc::new(write_elements(lookup)),
+            other => {
+                let elements = match other {
+                    Some(old) => rewrite_elements(&old, lookup),
+                    None => write_elements(lookup),
+                };
+                let interval = elements.iter().any(|e| e.range.is_range());
+                (elements, interval)
+            }
         };
         let members = lookup
             .members
@@ -947,10 +958,11 @@ impl Builder<'_> {
             family,
             comment: comment.to_owned(),
             members,
-            elements: Arc::clone(&elements),
+            elements: elements.clone(),
+            interval,
         };
         self.next.insert(name.to_owned(), cached);
-        elements
+        (elements, interval)
     }
 }
 
@@ -985,11 +997,11 @@ fn peer_set<'r>(
 
 /// The elements of the set `lookup` reads, from those of `old`, the same
 /// set of the last build made of other peer sets: when both are one peer
-/// set of the same definition, the entries they share keep their element
-/// (a copy, not a new comment), and only the others are written. A chunk
-/// of entries both versions share (a change copies only the chunks it
-/// touches) takes its elements over in one slice, without comparing them.
-fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
+/// set of the same definition, the element chunks of the entry chunks
+/// both versions share (a change copies only the entry chunks it touches)
+/// are taken over by address, and in the other chunks the entries that
+/// stayed keep their element (a copy, not a new comment).
+fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Elements {
     let family = lookup.family;
     let (Some((was, port)), [now]) = (old.members.first(), lookup.members.as_slice()) else {
         return write_elements(lookup);
@@ -999,39 +1011,50 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
         return write_elements(lookup);
     }
     let (before, after) = (was.addrs.family(family), now.set.addrs.family(family));
-    if before.len() != old.elements.len() {
+    // The old elements mirror the old entries, chunk for chunk.
+    let mirrored = before.chunks().len() == old.elements.chunks().len()
+        && before
+            .chunks()
+            .iter()
+            .zip(old.elements.chunks())
+            .all(|(a, e)| a.len() == e.len());
+    if !mirrored {
         return write_elements(lookup);
     }
-    // Each old chunk: its index and where its elements start.
-    let mut start = 0;
-    let at: HashMap<*const Vec<Addr>, (usize, usize)> = before
+    // The old chunks by address, sorted for a binary search (a few
+    // hundred at most; no hashing).
+    let mut index: Vec<(*const Vec<Addr>, usize)> = before
         .chunks()
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let here = start;
-            start += c.len();
-            (Rc::as_ptr(c), (i, here))
-        })
+        .map(|(i, c)| (Rc::as_ptr(c), i))
         .collect();
+    index.sort_unstable();
+    let old_chunk = |c: &Rc<Vec<Addr>>| {
+        let at = index
+            .binary_search_by(|(p, _)| p.cmp(&Rc::as_ptr(c)))
+            .ok()?;
+        Some(index[at].1)
+    };
     let order = |a: &Addr| (a.range.first, a.range.last);
-    let mut out = Vec::with_capacity(after.len());
-    // The next old entry not yet passed: chunk, index in it, element.
-    let (mut chunk, mut index, mut element_at) = (0, 0, 0);
+    // The next old entry not yet passed: its chunk and index in it.
+    let (mut chunk, mut at) = (0, 0);
+    let mut out = Vec::with_capacity(after.chunks().len());
     for c in after.chunks() {
-        if let Some(&(i, from)) = at.get(&Rc::as_ptr(c)) {
-            out.extend_from_slice(&old.elements[from..from + c.len()]);
-            (chunk, index, element_at) = (i + 1, 0, from + c.len());
+        if let Some(i) = old_chunk(c) {
+            out.push(Arc::clone(&old.elements.chunks()[i]));
+            (chunk, at) = (i + 1, 0);
             continue;
         }
+        let mut made = Vec::with_capacity(c.len());
         for a in c.iter() {
             // Pass the old entries before `a`; keep the element of an equal one.
             let mut kept = None;
             loop {
-                while before.chunks().get(chunk).is_some_and(|c| index >= c.len()) {
-                    (chunk, index) = (chunk + 1, 0);
+                while before.chunks().get(chunk).is_some_and(|c| at >= c.len()) {
+                    (chunk, at) = (chunk + 1, 0);
                 }
-                let Some(b) = before.chunks().get(chunk).map(|c| &c[index]) else {
+                let Some(b) = before.chunks().get(chunk).map(|c| &c[at]) else {
                     break;
                 };
                 let (passed, equal) = (order(b) < order(a), b == a);
@@ -1039,21 +1062,18 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Vec<SetElement> {
                     break;
                 }
                 if equal {
-                    kept = Some(element_at);
+                    kept = Some(&old.elements.chunks()[chunk][at]);
                 }
-                index += 1;
-                element_at += 1;
+                at += 1;
                 if equal {
                     break;
                 }
             }
-            match kept {
-                Some(k) => out.push(old.elements[k].clone()),
-                None => out.push(element(a)),
-            }
+            made.push(kept.cloned().unwrap_or_else(|| element(a)));
         }
+        out.push(Arc::new(made));
     }
-    out
+    out.into_iter().collect()
 }
 
 /// The element of one address entry, its comment naming the pods or blocks.
@@ -1064,18 +1084,28 @@ fn element(a: &Addr) -> SetElement {
     }
 }
 
-/// The elements of the set `lookup` reads, each with its comment.
-fn write_elements(lookup: &Lookup<'_>) -> Vec<SetElement> {
+/// The elements of the set `lookup` reads, each with its comment: for
+/// one peer set, a chunk of elements per chunk of its entries.
+fn write_elements(lookup: &Lookup<'_>) -> Elements {
     let family = lookup.family;
     match lookup.members.as_slice() {
-        [one] => one.set.addrs.family(family).iter().map(element).collect(),
-        ms => normalise(
-            ms.iter()
-                .flat_map(|m| m.set.addrs.family(family).iter().cloned())
-                .collect(),
-        )
-        .iter()
-        .map(element)
-        .collect(),
+        [one] => one
+            .set
+            .addrs
+            .family(family)
+            .chunks()
+            .iter()
+            .map(|c| Arc::new(c.iter().map(element).collect()))
+            .collect(),
+        ms => Elements::from(
+            normalise(
+                ms.iter()
+                    .flat_map(|m| m.set.addrs.family(family).iter().cloned())
+                    .collect(),
+            )
+            .iter()
+            .map(element)
+            .collect::<Vec<_>>(),
+        ),
     }
 }

@@ -7,6 +7,7 @@
 //! data: no I/O, no `kube` types.
 
 pub mod build;
+pub mod elements;
 pub mod guard;
 pub mod logging;
 pub mod names;
@@ -15,10 +16,10 @@ mod stmt;
 pub mod trace;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 pub use crate::model::net::{AddrEntry as SetElement, AddrRange, Family, PortRange};
 pub use crate::model::Protocol;
+pub use elements::Elements;
 pub use stmt::{Limit, Log, RateError, RateUnit, DEFAULT_BURST};
 
 /// The nftables family of our table.
@@ -59,16 +60,25 @@ pub struct AddrSet {
     /// What the set holds and why.
     pub comment: String,
     /// Disjoint, non-adjacent elements, sorted by address (as `nft list`
-    /// prints them); shared with the builder's cache, which hands the
-    /// same elements to the next build while the peers they stand for
-    /// stay the same.
-    pub elements: Arc<Vec<SetElement>>,
+    /// prints them), in chunks shared with the builder's cache, which
+    /// hands the chunks whose peers stay the same to the next build.
+    pub elements: Elements,
 }
 
 impl AddrSet {
-    /// The elements to change (copied first if shared).
-    pub fn elements_mut(&mut self) -> &mut Vec<SetElement> {
-        Arc::make_mut(&mut self.elements)
+    /// Replaces the elements (sorted, disjoint) with `list`, in chunks.
+    pub fn set_elements(&mut self, list: Vec<SetElement>) {
+        self.elements = list.into();
+    }
+
+    /// Changes the elements as one list: copies them out, lets `edit`
+    /// change them (they must stay sorted and disjoint) and chunks them
+    /// again. For edits by hand; the builder keeps chunks it can.
+    pub fn edit_elements<R>(&mut self, edit: impl FnOnce(&mut Vec<SetElement>) -> R) -> R {
+        let mut list = self.elements.to_vec();
+        let out = edit(&mut list);
+        self.elements = list.into();
+        out
     }
 
     /// Whether `addr` is in the set.

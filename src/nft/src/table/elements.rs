@@ -9,7 +9,6 @@
 //! set is a flag of its own.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use libc::{EEXIST, EINVAL, ENOENT};
 
@@ -18,7 +17,9 @@ use super::undo::{Log, Removed, Undo};
 use super::{Rejected, Slot, State};
 use crate::ops;
 use crate::transaction::{Elements, Op};
-use nftpolicy_core::ruleset::{AddrSet, Family, MapElement, SetElement, VerdictMap};
+use nftpolicy_core::ruleset::{
+    AddrSet, Elements as SetElements, Family, MapElement, SetElement, VerdictMap,
+};
 
 /// An element with an address range as its key.
 pub(super) trait Keyed {
@@ -44,6 +45,32 @@ impl Keyed for MapElement {
     }
 }
 
+/// Sorted elements held: a map's list, or a set's chunks.
+pub(super) trait Held<T> {
+    /// How many come before the first one for which `before` is false.
+    fn partition_point(&self, before: impl Fn(&T) -> bool) -> usize;
+    /// The element at `index`.
+    fn get(&self, index: usize) -> Option<&T>;
+}
+
+impl<T> Held<T> for [T] {
+    fn partition_point(&self, before: impl Fn(&T) -> bool) -> usize {
+        <[T]>::partition_point(self, before)
+    }
+    fn get(&self, index: usize) -> Option<&T> {
+        <[T]>::get(self, index)
+    }
+}
+
+impl Held<SetElement> for SetElements {
+    fn partition_point(&self, before: impl Fn(&SetElement) -> bool) -> usize {
+        SetElements::partition_point(self, before)
+    }
+    fn get(&self, index: usize) -> Option<&SetElement> {
+        SetElements::get(self, index)
+    }
+}
+
 /// The op of one element, for error messages.
 fn one(op: &Op, set: &str, elements: Elements) -> String {
     let set = set.to_owned();
@@ -57,7 +84,7 @@ fn one(op: &Op, set: &str, elements: Elements) -> String {
 /// For an add: the first new element that is held, or overlaps one held or
 /// another new one. For a delete: the first that is not held exactly, or
 /// is named twice.
-fn conflict<T: Keyed>(held: &[T], new: &[T], add: bool) -> Option<usize> {
+fn conflict<T: Keyed, H: Held<T> + ?Sized>(held: &H, new: &[T], add: bool) -> Option<usize> {
     let mut order: Vec<usize> = (0..new.len()).collect();
     order.sort_by_key(|&i| new[i].first());
     for w in order.windows(2) {
@@ -70,7 +97,7 @@ fn conflict<T: Keyed>(held: &[T], new: &[T], add: bool) -> Option<usize> {
         let pos = held.partition_point(|h| h.first() < e.first());
         if add {
             let next = held.get(pos).is_some_and(|h| h.first() <= e.last());
-            let prev = pos > 0 && held[pos - 1].last() >= e.first();
+            let prev = pos > 0 && held.get(pos - 1).is_some_and(|h| h.last() >= e.first());
             next || prev
         } else {
             held.get(pos)
@@ -213,12 +240,12 @@ impl State {
                     .map_err(|r| refuse_object(object(j), r.errno, r.why))?;
             }
         }
-        self.check_keys(&map.elements, v, add, object)
+        self.check_keys(map.elements.as_slice(), v, add, object)
     }
 
-    fn check_keys<T: Keyed>(
+    fn check_keys<T: Keyed, H: Held<T> + ?Sized>(
         &self,
-        held: &[T],
+        held: &H,
         new: &[T],
         add: bool,
         object: impl Fn(usize) -> String,
@@ -245,7 +272,7 @@ impl State {
             }
             (Slot::Set(i), Elements::Plain(v)) => {
                 keys = v.iter().map(Keyed::first).collect();
-                insert_sorted(Arc::make_mut(&mut self.rs.sets[i].elements), v);
+                self.rs.sets[i].elements.insert_sorted(v);
             }
             (
                 Slot::Set(i),
@@ -258,7 +285,7 @@ impl State {
                     zero = true;
                 }
                 keys = ranges.iter().map(Keyed::first).collect();
-                insert_sorted(Arc::make_mut(&mut self.rs.sets[i].elements), ranges);
+                self.rs.sets[i].elements.insert_sorted(ranges);
             }
             _ => return,
         }
@@ -279,10 +306,7 @@ impl State {
             }
             (Slot::Set(i), Elements::Plain(v) | Elements::Interval { ranges: v, .. }) => {
                 let keys = v.iter().map(Keyed::first).collect();
-                Removed::Set(remove_keys(
-                    Arc::make_mut(&mut self.rs.sets[i].elements),
-                    keys,
-                ))
+                Removed::Set(self.rs.sets[i].elements.remove_keys(keys))
             }
             _ => return,
         };

@@ -26,11 +26,10 @@ mod elements;
 mod undo;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
-use std::sync::Arc;
 
 use super::transaction::{Op, SetKind, Transaction};
 use super::ApplyError;
-use nftpolicy_core::ruleset::{AddrSet, Chain, Rule, Ruleset, Verdict, VerdictMap};
+use nftpolicy_core::ruleset::{AddrSet, Chain, Elements, Rule, Ruleset, Verdict, VerdictMap};
 use undo::{Log, Undo};
 
 /// Our table in the kernel, or its absence.
@@ -156,7 +155,7 @@ impl KernelTable {
                     family: def.family,
                     interval: def.kind == SetKind::Interval,
                     comment: def.comment,
-                    elements: Arc::default(),
+                    elements: Elements::default(),
                 }),
             }
         }
@@ -166,25 +165,18 @@ impl KernelTable {
         }
     }
 
-    /// Gives each set that the last batch did not write (`written`) and
-    /// whose elements are those of the set of the same name in `desired`
-    /// (the ruleset that batch put in) `desired`'s shared list: the next
-    /// plan finds an unchanged set unchanged by comparing addresses, not
-    /// every element. Changes nothing the table holds. A set just written
-    /// keeps its own list, which the next batch may change in place; it
-    /// is shared after the first batch that leaves it alone.
-    pub(crate) fn share_elements(
-        &mut self,
-        desired: &Ruleset,
-        written: &std::collections::HashSet<String>,
-    ) {
+    /// Gives each set whose elements are those of the set of the same name
+    /// in `desired` (the ruleset the last batch put in) `desired`'s shared
+    /// chunks: the next plan passes the chunks that the next build keeps
+    /// by address, and compares only those it changed. Changes nothing the
+    /// table holds. The comparison itself passes the chunks the two share
+    /// at either end by address: a set the batch left alone is shared
+    /// already, and one it changed differs in the chunks it touched.
+    pub(crate) fn share_elements(&mut self, desired: &Ruleset) {
         let Some(table) = self.table.as_mut() else {
             return;
         };
         for d in &desired.sets {
-            if written.contains(&d.name) {
-                continue;
-            }
             let Some(SetMeta {
                 slot: Slot::Set(i), ..
             }) = table.sets.get(&d.name)
@@ -192,8 +184,8 @@ impl KernelTable {
                 continue;
             };
             let set = &mut table.rs.sets[*i];
-            if !Arc::ptr_eq(&set.elements, &d.elements) && set.elements == d.elements {
-                set.elements = Arc::clone(&d.elements);
+            if set.elements == d.elements {
+                set.elements = d.elements.clone();
             }
         }
     }
@@ -331,7 +323,7 @@ impl State {
                     family: def.family,
                     interval: def.kind == SetKind::Interval,
                     comment: def.comment,
-                    elements: Arc::default(),
+                    elements: Elements::default(),
                 });
                 Slot::Set(self.rs.sets.len() - 1)
             }
@@ -379,7 +371,7 @@ impl State {
                 undo::Removed::Map(elements)
             }
             Slot::Set(i) => {
-                undo::Removed::Set(std::mem::take(Arc::make_mut(&mut self.rs.sets[i].elements)))
+                undo::Removed::Set(std::mem::take(&mut self.rs.sets[i].elements).to_vec())
             }
         };
         log.push(Undo::Deleted(name.to_owned(), removed, zero));

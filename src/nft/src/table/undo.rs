@@ -4,7 +4,6 @@
 //! created), the snapshot taken then is enough and nothing more is logged.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use super::elements::{put_back, remove_keys};
 use super::{KernelTable, Slot, State};
@@ -95,7 +94,7 @@ impl State {
             }
             Removed::Set(v) => {
                 if let Some(s) = rs.sets.iter_mut().find(|s| s.name == set) {
-                    put_back(Arc::make_mut(&mut s.elements), v);
+                    s.elements.insert_sorted(v);
                 }
             }
         }
@@ -152,7 +151,7 @@ impl State {
                 if let Some(m) = rs.maps.iter_mut().find(|m| m.name == set) {
                     remove_keys(&mut m.elements, keys);
                 } else if let Some(s) = rs.sets.iter_mut().find(|s| s.name == set) {
-                    remove_keys(Arc::make_mut(&mut s.elements), keys);
+                    s.elements.remove_keys(keys);
                 }
                 if zero {
                     self.zero_end.remove(&set);

@@ -9,6 +9,7 @@ mod kernel_table;
 mod property;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::encode::{self, KElem};
 use super::{
@@ -103,46 +104,74 @@ fn same_ruleset_plans_nothing() {
     assert!(plan.deferred.is_empty());
 }
 
-/// After a batch that left a set alone, the picture of the kernel holds
-/// the desired set's own element list (the next plan compares addresses);
-/// a set the batch wrote keeps a list of its own until then.
+/// After every batch the picture of the kernel holds the desired sets' own
+/// chunks (the next plan passes the chunks the next build kept by
+/// address), whether the batch wrote the set or left it alone; and a
+/// change to one chunk leaves the others shared.
 #[test]
-fn sets_a_batch_left_alone_share_the_desired_elements() {
+fn the_picture_shares_the_desired_elements_after_each_batch() {
+    let chunks = |rs: &Ruleset, name: &str| {
+        let set = rs.sets.iter().find(|s| s.name == name).expect("the set");
+        set.elements.chunks().to_vec()
+    };
     let shared = |dp: &FakeDataplane, desired: &Ruleset, name: &str| {
-        let find = |rs: &Ruleset| {
-            let set = rs.sets.iter().find(|s| s.name == name).expect("the set");
-            std::sync::Arc::clone(&set.elements)
-        };
-        std::sync::Arc::ptr_eq(&find(dp.current().expect("applied")), &find(desired))
+        let (held, want) = (
+            chunks(dp.current().expect("applied"), name),
+            chunks(desired, name),
+        );
+        held.len() == want.len() && held.iter().zip(&want).all(|(h, w)| Arc::ptr_eq(h, w))
     };
     let a = small();
     let mut dp = FakeDataplane::new();
     dp.apply(&a).unwrap();
-    assert!(!shared(&dp, &a, "s"), "written by the full replace");
+    assert!(
+        shared(&dp, &a, "s"),
+        "written by the full replace, then shared"
+    );
     // The same ruleset again, as another value: nothing to do, and the
-    // equal set is now shared.
+    // equal set is shared.
     let again = Ruleset {
         sets: vec![set("s", true, vec![elem("10.0.0.0", "10.0.0.255", None)])],
         ..a.clone()
     };
     assert_eq!(dp.apply(&again).unwrap().kind, ApplyKind::NoChange);
     assert!(shared(&dp, &again, "s"));
-    // A changed set is written, and has its own list again, with the
-    // desired elements.
+    // A changed set is written, and shared after the batch.
     let mut b = again.clone();
-    b.sets[0]
-        .elements_mut()
-        .push(elem("10.0.1.0", "10.0.1.255", None));
+    b.sets[0].edit_elements(|e| e.push(elem("10.0.1.0", "10.0.1.255", None)));
     assert_eq!(dp.apply(&b).unwrap().kind, ApplyKind::Incremental);
-    assert!(!shared(&dp, &b, "s"));
+    assert!(shared(&dp, &b, "s"));
     assert_eq!(dp.current().unwrap().sets, b.sets);
-    // A change elsewhere leaves it alone: shared, and the plan after that
-    // finds nothing to do.
+    // A change elsewhere: shared, and the plan after that finds nothing.
     let mut c = b.clone();
     c.chains[1].rules.push(lookup("s"));
     assert_eq!(dp.apply(&c).unwrap().kind, ApplyKind::Incremental);
     assert!(shared(&dp, &c, "s"));
     assert_eq!(plan(dp.current(), &c).kind, ApplyKind::NoChange);
+    // A set of many chunks, one element added in the middle: the batch
+    // adds that element alone, and the picture shares every chunk after.
+    let big: Vec<SetElement> = (0..1_000u32)
+        .map(|i| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + 4 * i).to_string();
+            elem(&ip, &ip, Some(&format!("p{i}")))
+        })
+        .collect();
+    let mut d = c.clone();
+    d.sets[0].set_elements(big.clone());
+    dp.apply(&d).unwrap();
+    let mut e = d.clone();
+    let mut chunks_e = e.sets[0].elements.chunks().to_vec();
+    let mut seventh = (*chunks_e[7]).clone();
+    seventh.push(elem("10.0.7.1", "10.0.7.1", Some("joins")));
+    seventh.sort();
+    chunks_e[7] = Arc::new(seventh);
+    e.sets[0].elements = chunks_e.into_iter().collect();
+    assert_eq!(
+        lines(&plan(dp.current(), &e)),
+        ["add element s { 10.0.7.1 comment \"joins\" }"]
+    );
+    dp.apply(&e).unwrap();
+    assert!(shared(&dp, &e, "s"));
 }
 
 #[test]
@@ -262,7 +291,7 @@ fn map_or_chain_definition_change_is_a_full_replace() {
 fn zero_end_element_follows_the_first_range() {
     let a = small();
     let mut b = small();
-    *b.sets[0].elements_mut() = vec![elem("0.0.0.0", "0.0.0.255", None)];
+    b.sets[0].set_elements(vec![elem("0.0.0.0", "0.0.0.255", None)]);
     assert_eq!(
         lines(&plan(Some(&a), &b)),
         [
