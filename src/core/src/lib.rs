@@ -12,6 +12,7 @@
 //! `model` types, and the dataplane (`nftpolicy-nft`) puts the `Ruleset`
 //! into the kernel.
 
+pub mod chunked;
 pub mod model;
 pub mod resolve;
 pub mod ruleset;

@@ -116,13 +116,7 @@ impl Pools {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::labels::tests::labels;
 
     /// The pool hands out one copy per distinct set, and a change to a
     /// shared copy leaves the other holders' labels as they were.

@@ -11,20 +11,13 @@
 //! equal chunks by address.
 
 use std::net::IpAddr;
-use std::rc::Rc;
 
 use super::Addr;
-
-/// Entries per chunk as made; a chunk that grows to twice this is split.
-const CHUNK: usize = 64;
+use crate::chunked::Chunked;
 
 /// Sorted, normalised address entries (see [`normalise`](super::normalise))
-/// in shared chunks. Compares, prints and iterates as the flat list.
-#[derive(Clone, Default)]
-pub struct Entries {
-    chunks: Vec<Rc<Vec<Addr>>>,
-    len: usize,
-}
+/// in shared chunks ([`Chunked`]).
+pub type Entries = Chunked<Addr>;
 
 /// A place in [`Entries`]: a chunk and an index in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,58 +26,18 @@ pub(super) struct Pos {
     at: usize,
 }
 
-impl From<Vec<Addr>> for Entries {
-    /// The entries of a normalised list, in chunks.
-    fn from(list: Vec<Addr>) -> Self {
-        let len = list.len();
-        let mut chunks = Vec::with_capacity(len.div_ceil(CHUNK));
-        let mut rest = list.into_iter();
-        loop {
-            let chunk: Vec<Addr> = rest.by_ref().take(CHUNK).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            chunks.push(Rc::new(chunk));
-        }
-        Self { chunks, len }
-    }
-}
-
-impl Entries {
-    /// How many entries.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = &Addr> + Clone + '_ {
-        self.into_iter()
-    }
-
-    /// The chunks in order: two versions of a set share the chunks a
-    /// change did not touch (the same `Rc`), and a shared chunk holds the
-    /// same entries in both.
-    pub fn chunks(&self) -> &[Rc<Vec<Addr>>] {
-        &self.chunks
-    }
-
+impl Chunked<Addr> {
     /// Where the entry that starts at `ip` is (`Ok`), or where one would
     /// go (`Err`).
     pub(super) fn find(&self, ip: &IpAddr) -> Result<Pos, Pos> {
-        let chunk = self
-            .chunks
-            .partition_point(|c| c.last().is_some_and(|a| a.range.first < *ip));
-        let Some(c) = self.chunks.get(chunk) else {
-            // After every entry: the end of the last chunk.
-            let chunk = self.chunks.len().saturating_sub(1);
-            let at = self.chunks.get(chunk).map_or(0, |c| c.len());
-            return Err(Pos { chunk, at });
+        let chunk = self.chunk_for(|a| a.range.first < *ip);
+        let Some(c) = self.chunks().get(chunk) else {
+            return Err(Pos { chunk: 0, at: 0 });
         };
+        if c.last().is_some_and(|a| a.range.first < *ip) {
+            // After every entry: the end of the last chunk.
+            return Err(Pos { chunk, at: c.len() });
+        }
         match c.binary_search_by(|a| a.range.first.cmp(ip)) {
             Ok(at) => Ok(Pos { chunk, at }),
             Err(at) => Err(Pos { chunk, at }),
@@ -92,99 +45,34 @@ impl Entries {
     }
 
     /// The entry at `pos`.
-    pub(super) fn get(&self, pos: Pos) -> Option<&Addr> {
-        self.chunks.get(pos.chunk)?.get(pos.at)
+    pub(super) fn entry(&self, pos: Pos) -> Option<&Addr> {
+        self.at(pos.chunk, pos.at)
     }
 
     /// The entry just before `pos`.
     pub(super) fn before(&self, pos: Pos) -> Option<&Addr> {
-        match pos.at {
-            0 => self.chunks.get(pos.chunk.checked_sub(1)?)?.last(),
-            at => self.chunks.get(pos.chunk)?.get(at - 1),
-        }
+        self.before_at(pos.chunk, pos.at)
     }
 
-    /// Takes the entry at `pos` (found by [`Entries::find`]) out.
-    pub(super) fn remove(&mut self, pos: Pos) -> Addr {
-        let chunk = Rc::make_mut(&mut self.chunks[pos.chunk]);
-        let gone = chunk.remove(pos.at);
-        if chunk.is_empty() {
-            self.chunks.remove(pos.chunk);
-        }
-        self.len -= 1;
-        gone
+    /// Takes the entry at `pos` (found by [`Chunked::find`]) out.
+    pub(super) fn take(&mut self, pos: Pos) -> Addr {
+        self.remove_at(pos.chunk, pos.at)
     }
 
-    /// Puts `entry` at `pos` (from [`Entries::find`]: the list stays sorted).
-    pub(super) fn insert(&mut self, pos: Pos, entry: Addr) {
-        self.len += 1;
-        let Some(shared) = self.chunks.get_mut(pos.chunk) else {
-            self.chunks.push(Rc::new(vec![entry]));
-            return;
-        };
-        let chunk = Rc::make_mut(shared);
-        chunk.insert(pos.at, entry);
-        if chunk.len() >= 2 * CHUNK {
-            let upper = chunk.split_off(CHUNK);
-            self.chunks.insert(pos.chunk + 1, Rc::new(upper));
-        }
-    }
-}
-
-impl<'a> IntoIterator for &'a Entries {
-    type Item = &'a Addr;
-    type IntoIter = std::iter::FlatMap<
-        std::slice::Iter<'a, Rc<Vec<Addr>>>,
-        std::slice::Iter<'a, Addr>,
-        fn(&'a Rc<Vec<Addr>>) -> std::slice::Iter<'a, Addr>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.chunks.iter().flat_map(|c| c.iter())
-    }
-}
-
-impl PartialEq for Entries {
-    /// The same entries in the same order. Chunks two versions share, at
-    /// the start and at the end, are equal by address.
-    fn eq(&self, other: &Self) -> bool {
-        if self.len != other.len {
-            return false;
-        }
-        let (a, b) = (&self.chunks[..], &other.chunks[..]);
-        let head = a
-            .iter()
-            .zip(b)
-            .take_while(|(x, y)| Rc::ptr_eq(x, y))
-            .count();
-        let (a, b) = (&a[head..], &b[head..]);
-        let tail = a
-            .iter()
-            .rev()
-            .zip(b.iter().rev())
-            .take_while(|(x, y)| Rc::ptr_eq(x, y))
-            .count();
-        let (a, b) = (&a[..a.len() - tail], &b[..b.len() - tail]);
-        a.iter()
-            .flat_map(|c| c.iter())
-            .eq(b.iter().flat_map(|c| c.iter()))
-    }
-}
-
-impl Eq for Entries {}
-
-impl std::fmt::Debug for Entries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+    /// Puts `entry` at `pos` (from [`Chunked::find`]: the list stays sorted).
+    pub(super) fn put(&mut self, pos: Pos, entry: Addr) {
+        self.insert_at(pos.chunk, pos.at, entry)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunked::CHUNK;
     use crate::model::net::AddrRange;
     use crate::model::NamespacedName;
     use crate::resolve::Origin;
+    use std::rc::Rc;
 
     fn addr(i: u32) -> Addr {
         let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i));
@@ -209,7 +97,7 @@ mod tests {
         // remove every 7th entry.
         for i in (0..300).filter(|i| i % 3 == 0) {
             let pos = e.find(&ip(i)).expect_err("not there yet");
-            e.insert(pos, addr(i));
+            e.put(pos, addr(i));
             let at = flat.binary_search(&addr(i)).expect_err("not there");
             flat.insert(at, addr(i));
             assert_eq!(
@@ -217,11 +105,11 @@ mod tests {
                 flat.iter().collect::<Vec<_>>()
             );
         }
-        assert!(e.chunks.iter().all(|c| c.len() < 2 * CHUNK), "split");
+        assert!(e.chunks().iter().all(|c| c.len() < 2 * CHUNK), "split");
         for i in (0..300).filter(|i| i % 7 == 0) {
             let pos = e.find(&ip(i)).expect("there");
-            assert_eq!(e.get(pos), Some(&addr(i)));
-            assert_eq!(e.remove(pos), addr(i));
+            assert_eq!(e.entry(pos), Some(&addr(i)));
+            assert_eq!(e.take(pos), addr(i));
             flat.retain(|a| *a != addr(i));
         }
         assert_eq!(e.len(), flat.len());
@@ -240,7 +128,7 @@ mod tests {
         assert_eq!(e.before(end), flat.last());
         let mut empty = Entries::default();
         let pos = empty.find(&ip(5)).expect_err("empty");
-        empty.insert(pos, addr(5));
+        empty.put(pos, addr(5));
         assert_eq!(empty.iter().collect::<Vec<_>>(), [&addr(5)]);
     }
 
@@ -252,11 +140,11 @@ mod tests {
         // One entry of a middle chunk differs: shared head and tail
         // chunks are skipped, the middle one is compared.
         let pos = b.find(&ip(250)).expect("there");
-        b.remove(pos);
+        b.take(pos);
         let pos = b.find(&ip(250)).expect_err("gone");
         let mut other = addr(250);
         other.origins = smallvec::smallvec![Origin::Pod(Rc::new(NamespacedName::new("ns", "x")))];
-        b.insert(pos, other);
+        b.put(pos, other);
         assert_eq!(a.len(), b.len());
         assert_ne!(a, b);
     }

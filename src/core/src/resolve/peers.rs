@@ -101,11 +101,11 @@ fn moved(
         }
         let l = list(&mut out, ip);
         let at = l.find(ip).ok()?;
-        let entry = l.get(at)?;
+        let entry = l.entry(at)?;
         if entry.range.last != *ip || entry.origins.as_slice() != std::slice::from_ref(origin) {
             return None;
         }
-        l.remove(at);
+        l.take(at);
     }
     if let Some((ips, origin)) = new {
         for ip in ips {
@@ -116,7 +116,7 @@ fn moved(
             if l.before(at).is_some_and(|a| a.range.contains(ip)) {
                 return None;
             }
-            l.insert(at, Addr::new(AddrRange::single(*ip), origin.clone()));
+            l.put(at, Addr::new(AddrRange::single(*ip), origin.clone()));
         }
     }
     Some(out)

@@ -1027,12 +1027,12 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Elements {
         .chunks()
         .iter()
         .enumerate()
-        .map(|(i, c)| (Rc::as_ptr(c), i))
+        .map(|(i, c)| (Arc::as_ptr(c), i))
         .collect();
     index.sort_unstable();
-    let old_chunk = |c: &Rc<Vec<Addr>>| {
+    let old_chunk = |c: &Arc<Vec<Addr>>| {
         let at = index
-            .binary_search_by(|(p, _)| p.cmp(&Rc::as_ptr(c)))
+            .binary_search_by(|(p, _)| p.cmp(&Arc::as_ptr(c)))
             .ok()?;
         Some(index[at].1)
     };
