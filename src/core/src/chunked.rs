@@ -196,6 +196,17 @@ pub(crate) fn shared_ends<'c, T>(a: &'c Chunked<T>, b: &'c Chunked<T>) -> (Run<'
     (&a[..a.len() - tail], &b[..b.len() - tail])
 }
 
+impl<T> Chunked<T> {
+    /// The items of `self` and of `other` between the chunks both share
+    /// at the start and at the end: all that a diff of the two has to
+    /// compare (a change to one chunk leaves that chunk's items).
+    pub fn differing<'c>(&'c self, other: &'c Self) -> (Vec<&'c T>, Vec<&'c T>) {
+        let (a, b) = shared_ends(self, other);
+        let items = |run: Run<'c, T>| run.iter().flat_map(|c| c.iter()).collect();
+        (items(a), items(b))
+    }
+}
+
 impl<T: PartialEq> PartialEq for Chunked<T> {
     /// The same items in the same order, however chunked; chunks both
     /// share at the start and at the end are equal by address.

@@ -29,7 +29,7 @@ use super::lists::{changed, ByName};
 use super::ops::{self, zero_end};
 use super::transaction::{ChainDef, Op, SetDef, Transaction};
 use super::ApplyKind;
-use nftpolicy_core::ruleset::{AddrSet, Chain, Elements, Ruleset, Verdict, TABLE_COMMENT};
+use nftpolicy_core::ruleset::{AddrSet, Chain, Ruleset, Verdict, TABLE_COMMENT};
 
 /// A planned batch and what it means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,10 +405,12 @@ fn set_ops(sides: &Sides<'_, '_>, recreated: &HashSet<&str>, ops: &mut Vec<Op>) 
 /// and the zero end element when the first range starts at zero in one
 /// and not in the other.
 fn element_diff(a: &AddrSet, d: &AddrSet, ops: &mut Vec<Op>) {
-    let (gone, came) = Elements::changed(&a.elements, &d.elements);
+    // Only the chunks the two do not share have to be compared.
+    let (old, new) = a.elements.differing(&d.elements);
+    let (gone, came) = changed(&old, &new);
     let (za, zd) = (zero_end(a), zero_end(d));
-    let dels = ops::set_elements(a, gone, za && !zd);
-    let adds = ops::set_elements(d, came, zd && !za);
+    let dels = ops::set_elements(a, gone.into_iter().copied(), za && !zd);
+    let adds = ops::set_elements(d, came.into_iter().copied(), zd && !za);
     push_elements(&d.name, dels, adds, ops);
 }
 

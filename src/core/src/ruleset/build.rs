@@ -1057,17 +1057,15 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Elements {
                 let Some(b) = before.chunks().get(chunk).map(|c| &c[at]) else {
                     break;
                 };
-                let (passed, equal) = (order(b) < order(a), b == a);
-                if !passed && !equal {
+                if b == a {
+                    kept = Some(&old.elements.chunks()[chunk][at]);
+                    at += 1;
                     break;
                 }
-                if equal {
-                    kept = Some(&old.elements.chunks()[chunk][at]);
+                if order(b) >= order(a) {
+                    break;
                 }
                 at += 1;
-                if equal {
-                    break;
-                }
             }
             made.push(kept.cloned().unwrap_or_else(|| element(a)));
         }

@@ -12,7 +12,7 @@
 use std::net::IpAddr;
 
 use super::SetElement;
-use crate::chunked::{shared_ends, Chunked};
+use crate::chunked::Chunked;
 
 /// The sorted elements of a set in shared chunks ([`Chunked`]).
 pub type Elements = Chunked<SetElement>;
@@ -58,39 +58,6 @@ impl Chunked<SetElement> {
             }
         }
         gone
-    }
-
-    /// What is only in `old`, and what is only in `new` (an element whose
-    /// comment changed is in both), each in order. Chunks both share at
-    /// the start and at the end are passed by address.
-    pub fn changed<'e>(
-        old: &'e Elements,
-        new: &'e Elements,
-    ) -> (Vec<&'e SetElement>, Vec<&'e SetElement>) {
-        let (a, b) = shared_ends(old, new);
-        let (mut a, mut b) = (
-            a.iter().flat_map(|c| c.iter()).peekable(),
-            b.iter().flat_map(|c| c.iter()).peekable(),
-        );
-        let (mut gone, mut came) = (Vec::new(), Vec::new());
-        loop {
-            match (a.peek(), b.peek()) {
-                // Equality first: kept elements share their comments,
-                // which `==` compares by address and `cmp` by content.
-                (Some(x), Some(y)) if x == y => {
-                    a.next();
-                    b.next();
-                }
-                (Some(x), Some(y)) => match x.cmp(y) {
-                    std::cmp::Ordering::Greater => came.extend(b.next()),
-                    _ => gone.extend(a.next()),
-                },
-                (Some(_), None) => gone.extend(a.next()),
-                (None, Some(_)) => came.extend(b.next()),
-                (None, None) => break,
-            }
-        }
-        (gone, came)
     }
 }
 
@@ -145,29 +112,33 @@ mod tests {
         assert_eq!(copy, kept);
     }
 
-    /// `changed` finds what a merge of the flat lists finds, and passes
-    /// the chunks the two versions share.
+    /// The items a diff has to compare (`Chunked::differing`) hold every
+    /// element that went or came, and little else: the chunks the edits
+    /// left alone are passed by address.
     #[test]
-    fn changed_is_the_flat_difference() {
+    fn a_diff_compares_only_the_chunks_edits_touched() {
         let old = Elements::from((0..500).map(el).collect::<Vec<_>>());
         let mut new = old.clone();
+        // Two elements gone and one relabelled, all in the third chunk.
         new.remove_keys(vec![ip(130), ip(131)]);
-        new.insert_sorted(vec![el(1000)]);
-        let mut relabelled = el(7);
+        let mut relabelled = el(140);
         relabelled.comment = Some("other".into());
-        new.remove_keys(vec![ip(7)]);
+        new.remove_keys(vec![ip(140)]);
         new.insert_sorted(vec![relabelled.clone()]);
-        let (gone, came) = Elements::changed(&old, &new);
-        assert_eq!(gone, vec![&el(7), &el(130), &el(131)]);
-        assert_eq!(came, vec![&relabelled, &el(1000)]);
+        let (a, b) = old.differing(&new);
+        let gone: Vec<&SetElement> = a.iter().copied().filter(|e| !b.contains(e)).collect();
+        let came: Vec<&SetElement> = b.iter().copied().filter(|e| !a.contains(e)).collect();
+        assert_eq!(gone, vec![&el(130), &el(131), &el(140)]);
+        assert_eq!(came, vec![&relabelled]);
+        assert_eq!((a.len(), b.len()), (64, 62), "one chunk compared");
         let shared = old
             .chunks()
             .iter()
             .filter(|c| new.chunks().iter().any(|n| Arc::ptr_eq(c, n)))
             .count();
-        assert!(shared >= old.chunks().len() - 3, "{shared} chunks shared");
+        assert_eq!(shared, old.chunks().len() - 1, "all chunks but one shared");
         let copy = old.clone();
-        let (gone, came) = Elements::changed(&old, &copy);
-        assert!(gone.is_empty() && came.is_empty());
+        let (a, b) = old.differing(&copy);
+        assert!(a.is_empty() && b.is_empty());
     }
 }
