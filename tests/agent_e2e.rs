@@ -44,6 +44,49 @@ fn until_reachable(c: &Cluster, from: &Host, to: IpAddr, want: bool, what: &str)
     );
 }
 
+/// The real agent loop on `node` of the lab, fed by `fake`, applying
+/// over netlink into the node's namespace.
+struct Agent {
+    rt: tokio::runtime::Runtime,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    fn start(fake: &Arc<FakeApi>, node: &Host) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dp = NetlinkDataplane::new(Some(node.netns())).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let client = {
+            let _guard = rt.enter();
+            fake.client()
+        };
+        let name = node.name().to_owned();
+        let task = rt.spawn(async move {
+            let cfg = SyncConfig::new(&name);
+            let health = Arc::new(Health::new(
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            ));
+            sync::run(client, dp, &cfg, Arc::new(Metrics::new()), health, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self { rt, stop, task }
+    }
+
+    /// Stops the loop and waits for it.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.rt.block_on(self.task).unwrap();
+    }
+}
+
 #[test]
 fn fake_api_events_are_enforced_with_real_packets() {
     nftpolicy_lab::kernel_test!("agent_e2e::fake_api_events_are_enforced_with_real_packets");
@@ -92,29 +135,8 @@ fn fake_api_events_are_enforced_with_real_packets() {
                             "ports": [{"port": "http"}]}]}),
     ));
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dp = NetlinkDataplane::new(Some(node.netns())).unwrap();
     let node_name = node.name().to_owned();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let client = {
-        let _guard = rt.enter();
-        fake.client()
-    };
-    let agent = rt.spawn(async move {
-        let cfg = SyncConfig::new(node.name());
-        let health = Arc::new(Health::new(
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-        ));
-        sync::run(client, dp, &cfg, Arc::new(Metrics::new()), health, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let agent = Agent::start(&fake, &node);
 
     // Initial lists: b is isolated, r (a client on the other node) may reach it, a may not.
     until_reachable(&c, &a, b_ip, false, "after the initial lists");
@@ -163,8 +185,7 @@ fn fake_api_events_are_enforced_with_real_packets() {
     assert!(fake.delete(Res::Policies, "x", "allow-clients"));
     until_reachable(&c, &remote, b_ip, true, "after the policy was deleted");
 
-    let _ = stop.send(());
-    rt.block_on(agent).unwrap();
+    agent.stop();
     // The table stays when the agent stops (a rolling update never opens the node).
     let listing = c
         .lab
@@ -174,4 +195,94 @@ fn fake_api_events_are_enforced_with_real_packets() {
         listing.contains("inet kube-nftpolicy"),
         "the table outlives the agent: {listing}"
     );
+}
+
+/// A peer set of many chunks, followed event by event with real packets.
+/// 300 client pods on a node of no lab (API objects only, addressed
+/// below and above the lab's 10.244.0.0/16) put the two real peers in the
+/// middle chunks of a set of five: each event changes one chunk, which
+/// the incremental resolve, the cached build and the netlink picture
+/// follow while sharing the others.
+#[test]
+fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
+    nftpolicy_lab::kernel_test!(
+        "agent_e2e::a_peer_set_of_many_chunks_follows_each_event_with_real_packets"
+    );
+    let mut c = Cluster::new().expect("lab cluster (needs root)");
+    let serve = [Serve {
+        proto: Proto::Tcp,
+        port: 80,
+        name: Some("http"),
+    }];
+    let a = c.add_pod(1, "x", "a", &[], Stack::V4, &serve).unwrap();
+    let b = c.add_pod(1, "x", "b", &[], Stack::V4, &serve).unwrap();
+    let remote = c.add_pod(2, "x", "r", &[], Stack::V4, &serve).unwrap();
+    let node = c.lab.node(1).unwrap().clone();
+    let node2 = c.lab.node(2).unwrap().name().to_owned();
+    let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
+    let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
+
+    let fake = FakeApi::new();
+    fake.apply(namespace("x", json!({})));
+    let on = |name: &str, node: &str, ip: IpAddr, app: &str| {
+        pod("x", name, node, &ip.to_string(), json!({ "app": app }))
+    };
+    fake.apply(on("a", node.name(), a_ip, "a"));
+    fake.apply(on("b", node.name(), b_ip, "b"));
+    fake.apply(on("r", &node2, r_ip, "client"));
+    let filler = |i: u8, high: bool| {
+        let addr = IpAddr::from([10, if high { 245 } else { 243 }, 0, i]);
+        on(&format!("far-{high}-{i}"), "far-away", addr, "client")
+    };
+    for i in 0..150 {
+        fake.apply(filler(i, false));
+        fake.apply(filler(i, true));
+    }
+    fake.apply(policy(
+        "x",
+        "allow-clients",
+        json!({"podSelector": {"matchLabels": {"app": "b"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}),
+    ));
+    let agent = Agent::start(&fake, &node);
+
+    until_reachable(&c, &a, b_ip, false, "after the initial lists");
+    assert!(
+        c.lab.probe(&remote, b_ip, 80, Proto::Tcp, PROBE),
+        "r, a client, reaches b"
+    );
+    let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+    let clients = listing.matches("\"x/far-").count();
+    assert!(clients >= 300, "{clients} far clients in the table");
+
+    fake.apply(on("a", node.name(), a_ip, "client"));
+    until_reachable(&c, &a, b_ip, true, "after a became a client");
+    fake.apply(on("r", &node2, r_ip, "other"));
+    until_reachable(&c, &remote, b_ip, false, "after r stopped being a client");
+    // Changes in the first and the last chunk leave a's entry alone.
+    assert!(fake.delete(Res::Pods, "x", "far-false-0"));
+    fake.apply(filler(200, true));
+    let start = Instant::now();
+    while !c
+        .lab
+        .nft(&node, &["list", "ruleset"])
+        .unwrap()
+        .contains("\"x/far-true-200\"")
+    {
+        assert!(start.elapsed() < DEADLINE, "far-true-200 never enforced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.lab.probe(&a, b_ip, 80, Proto::Tcp, PROBE),
+        "a still a client after changes at both ends"
+    );
+    assert!(
+        !c.lab.probe(&remote, b_ip, 80, Proto::Tcp, PROBE),
+        "r still not a client"
+    );
+    fake.apply(on("r", &node2, r_ip, "client"));
+    until_reachable(&c, &remote, b_ip, true, "after r became a client again");
+    fake.apply(on("a", node.name(), a_ip, "a"));
+    until_reachable(&c, &a, b_ip, false, "after a stopped being a client");
+    agent.stop();
 }
