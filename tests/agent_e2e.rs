@@ -44,6 +44,43 @@ fn until_reachable(c: &Cluster, from: &Host, to: IpAddr, want: bool, what: &str)
     );
 }
 
+/// The lab of both tests: pods `a` and `b` (serving :80 as `http`) on
+/// node1, `r` on node2, all in namespace `x`.
+struct Pods {
+    c: Cluster,
+    a: Host,
+    b: Host,
+    remote: Host,
+    /// node1, where the agent runs.
+    node: Host,
+    /// node2's name.
+    node2: String,
+}
+
+impl Pods {
+    fn new() -> Self {
+        let mut c = Cluster::new().expect("lab cluster (needs root)");
+        let serve = [Serve {
+            proto: Proto::Tcp,
+            port: 80,
+            name: Some("http"),
+        }];
+        let a = c.add_pod(1, "x", "a", &[], Stack::V4, &serve).unwrap();
+        let b = c.add_pod(1, "x", "b", &[], Stack::V4, &serve).unwrap();
+        let remote = c.add_pod(2, "x", "r", &[], Stack::V4, &serve).unwrap();
+        let node = c.lab.node(1).unwrap().clone();
+        let node2 = c.lab.node(2).unwrap().name().to_owned();
+        Self {
+            c,
+            a,
+            b,
+            remote,
+            node,
+            node2,
+        }
+    }
+}
+
 /// The real agent loop on `node` of the lab, fed by `fake`, applying
 /// over netlink into the node's namespace.
 struct Agent {
@@ -90,17 +127,14 @@ impl Agent {
 #[test]
 fn fake_api_events_are_enforced_with_real_packets() {
     nftpolicy_lab::kernel_test!("agent_e2e::fake_api_events_are_enforced_with_real_packets");
-    let mut c = Cluster::new().expect("lab cluster (needs root)");
-    let serve = [Serve {
-        proto: Proto::Tcp,
-        port: 80,
-        name: Some("http"),
-    }];
-    let a = c.add_pod(1, "x", "a", &[], Stack::V4, &serve).unwrap();
-    let b = c.add_pod(1, "x", "b", &[], Stack::V4, &serve).unwrap();
-    let remote = c.add_pod(2, "x", "r", &[], Stack::V4, &serve).unwrap();
-    let node = c.lab.node(1).unwrap().clone();
-    let node2 = c.lab.node(2).unwrap().name().to_owned();
+    let Pods {
+        c,
+        a,
+        b,
+        remote,
+        node,
+        node2,
+    } = Pods::new();
     let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
     let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
 
@@ -208,17 +242,14 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
     nftpolicy_lab::kernel_test!(
         "agent_e2e::a_peer_set_of_many_chunks_follows_each_event_with_real_packets"
     );
-    let mut c = Cluster::new().expect("lab cluster (needs root)");
-    let serve = [Serve {
-        proto: Proto::Tcp,
-        port: 80,
-        name: Some("http"),
-    }];
-    let a = c.add_pod(1, "x", "a", &[], Stack::V4, &serve).unwrap();
-    let b = c.add_pod(1, "x", "b", &[], Stack::V4, &serve).unwrap();
-    let remote = c.add_pod(2, "x", "r", &[], Stack::V4, &serve).unwrap();
-    let node = c.lab.node(1).unwrap().clone();
-    let node2 = c.lab.node(2).unwrap().name().to_owned();
+    let Pods {
+        c,
+        a,
+        b,
+        remote,
+        node,
+        node2,
+    } = Pods::new();
     let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
     let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
 
