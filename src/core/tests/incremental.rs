@@ -690,6 +690,42 @@ fn moving_a_peer_pod_relinks_the_policies_reading_it() {
 }
 
 #[test]
+fn two_peer_pods_at_one_address_leave_it_to_the_one_that_stays() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+    // A second db pod at a/db's address: the set holds the address once.
+    let mut next = s.clone();
+    next.add_pod(
+        pod("a", "db2")
+            .labels([("app", "db")])
+            .ip("10.0.0.2")
+            .node("node1"),
+    );
+    step_work(&mut inc, &s, next.clone());
+    // Either leaves, then the other: the address stays while one pod
+    // holds it, named after that pod (checked against a full resolve).
+    for gone in ["db", "db2"] {
+        let s = next.clone();
+        let mut one_left = s.clone();
+        one_left
+            .pods
+            .remove(&nftpolicy_core::model::NamespacedName::new("a", gone));
+        step_work(&mut inc, &s, one_left.clone());
+        let resolution = inc.resolve(&Arc::new(one_left.clone()), Some(&Changes::default()));
+        let held = resolution.policies.iter().any(|p| {
+            p.rules.iter().any(|r| match &r.peers {
+                nftpolicy_core::resolve::Peers::Addrs(set) => {
+                    set.addrs.contains(&"10.0.0.2".parse().expect("address"))
+                }
+                nftpolicy_core::resolve::Peers::Any => false,
+            })
+        });
+        assert!(held, "the address stays with the other pod");
+        step_work(&mut inc, &one_left, s);
+    }
+}
+
+#[test]
 fn a_peer_pod_that_an_ip_block_or_an_egress_named_port_reads_compiles_the_policy() {
     let mut s = costed();
     // A peer set with an ipBlock is computed again, not patched; an egress

@@ -59,13 +59,24 @@ fn key_reads_namespace(key: &PeerKey, old: &Labels, new: &Labels) -> bool {
 #[derive(Default)]
 pub struct PeerCache {
     by_selector: HashMap<(String, NamespaceScope, Selector), Rc<Vec<usize>>>,
-    sets: HashMap<PeerKey, Rc<PeerSet>>,
+    sets: HashMap<PeerKey, Known>,
     /// Sets forgotten since the last compilation: one computed again with
     /// the same addresses is this one, so that what was built from it can
     /// be reused (`ruleset::build::BuildCache`).
     stale: HashMap<PeerKey, Rc<PeerSet>>,
     /// Egress named ports, per key.
     pub(super) named: HashMap<NamedPortKey, Rc<Vec<NamedPort>>>,
+}
+
+/// A peer set the cache holds, and whether a moved pod can be moved in it
+/// entry by entry.
+struct Known {
+    set: Rc<PeerSet>,
+    /// No ipBlocks, and each address is one pod's: every entry is one
+    /// address of the one pod it names. Computed sets are checked; moves
+    /// keep it so (a pod put at an address the set holds already makes
+    /// the set be computed again).
+    movable: bool,
 }
 
 /// A version of a changed pod, as the peer cache sees it: its slot in the
@@ -76,16 +87,16 @@ pub(super) struct Version<'a> {
     pub ns_labels: &'a Labels,
 }
 
-/// `addrs` with the entries of `old` (the IPs of a pod that left) taken
-/// out and those of `new` put in; `None` when that cannot be done entry by
-/// entry: an address held by another pod too (normalising keeps one of
-/// them), or one that is not where it should be.
+/// `addrs` (a movable set: each entry one address of one pod) with the
+/// entries of `old` (the IPs of a pod that left) taken out and those of
+/// `new` put in; `None` when that cannot be done entry by entry: an
+/// address that is not where it should be, or one another pod of the set
+/// holds already.
 fn moved(
     addrs: &AddrLists,
     old: Option<&[IpAddr]>,
     new: Option<(&[IpAddr], &Origin)>,
     origin: &Origin,
-    held_by_another: impl Fn(&IpAddr) -> bool,
 ) -> Option<AddrLists> {
     // A copy that shares every chunk; an edit copies the chunk it touches.
     let mut out = addrs.clone();
@@ -96,9 +107,6 @@ fn moved(
         }
     }
     for ip in old.unwrap_or_default() {
-        if held_by_another(ip) {
-            return None;
-        }
         let l = list(&mut out, ip);
         let at = l.find(ip).ok()?;
         let entry = l.entry(at)?;
@@ -110,8 +118,9 @@ fn moved(
     if let Some((ips, origin)) = new {
         for ip in ips {
             let l = list(&mut out, ip);
-            // An address in a range (never here: no ipBlocks) or held by
-            // another pod: leave it to a full computation.
+            // An address another pod of the set holds (or in a range,
+            // never here: no ipBlocks): leave it to a full computation,
+            // which keeps one of them.
             let at = l.find(ip).err()?;
             if l.before(at).is_some_and(|a| a.range.contains(ip)) {
                 return None;
@@ -153,7 +162,7 @@ impl PeerCache {
         }
         let origin = new.or(old).map(|v| Origin::Pod(Rc::new(v.pod.key())));
         let mut forget = Vec::new();
-        for (key, set) in &mut self.sets {
+        for (key, known) in &mut self.sets {
             let in_key =
                 |v: Option<&Version<'_>>| v.is_some_and(|v| key_finds(key, v.pod, v.ns_labels));
             let (was, is) = (in_key(old), in_key(new));
@@ -167,41 +176,20 @@ impl PeerCache {
             if old_ips.is_some() && old_ips == new_ips {
                 continue; // in it before and after, at the same addresses
             }
-            let blocks = key.peers.iter().any(|p| matches!(p, Peer::IpBlock { .. }));
             let origin = origin.as_ref().expect("a version exists");
             let new_origin = new.filter(|_| is).map(|v| index.pod_origin(v.slot));
             let new_entry = new
                 .filter(|_| is)
                 .map(|v| v.pod.ips.as_slice())
                 .zip(new_origin.as_ref());
-            // Another pod of the set at one of the old version's addresses
-            // (its entry was the one kept): a full computation. The
-            // selections are moved already; one that is not cached is
-            // not known.
-            let by_selector = &self.by_selector;
-            let held_by_another = |ip: &IpAddr| {
-                key.peers.iter().any(|p| {
-                    let Peer::Pods { namespaces, pods } = p else {
-                        return false;
-                    };
-                    let own = match namespaces {
-                        NamespaceScope::Own => key.namespace.clone().unwrap_or_default(),
-                        NamespaceScope::Matching(_) => String::new(),
-                    };
-                    match by_selector.get(&(own, namespaces.clone(), pods.clone())) {
-                        Some(slots) => slots.iter().any(|&s| {
-                            new.is_none_or(|v| v.slot != s) && index.pod(s).ips.contains(ip)
-                        }),
-                        None => true,
-                    }
-                })
-            };
-            let patched = (!blocks)
-                .then(|| moved(&set.addrs, old_ips, new_entry, origin, held_by_another))
+            let set = &known.set;
+            let patched = known
+                .movable
+                .then(|| moved(&set.addrs, old_ips, new_entry, origin))
                 .flatten();
             match patched {
                 Some(addrs) => {
-                    *set = Rc::new(PeerSet {
+                    known.set = Rc::new(PeerSet {
                         key: set.key.clone(),
                         addrs,
                     })
@@ -210,8 +198,8 @@ impl PeerCache {
             }
         }
         for key in forget {
-            if let Some(set) = self.sets.remove(&key) {
-                self.stale.insert(key, set);
+            if let Some(known) = self.sets.remove(&key) {
+                self.stale.insert(key, known.set);
             }
         }
         // Named ports of a rule without pod peers, or with ipBlocks, read
@@ -238,7 +226,8 @@ impl PeerCache {
         });
         let gone = self
             .sets
-            .extract_if(|key, _| key_reads_namespace(key, old, new));
+            .extract_if(|key, _| key_reads_namespace(key, old, new))
+            .map(|(key, known)| (key, known.set));
         self.stale.extend(gone);
         self.named
             .retain(|key, _| !key_reads_namespace(&key.peers, old, new));
@@ -277,9 +266,18 @@ impl PeerCache {
         pods: &Option<Rc<Vec<usize>>>,
     ) -> Rc<PeerSet> {
         if let Some(hit) = self.sets.get(key) {
-            return Rc::clone(hit);
+            return Rc::clone(&hit.set);
         }
         let addrs = addresses(index, pods, &key.peers);
+        // One entry per address of each pod, none merged away: no two
+        // pods (and no pod twice) at one address, and no ipBlocks.
+        let blocks = key.peers.iter().any(|p| matches!(p, Peer::IpBlock { .. }));
+        let pod_ips: usize = pods
+            .iter()
+            .flat_map(|l| l.iter())
+            .map(|&i| index.pod(i).ips.len())
+            .sum();
+        let movable = !blocks && pod_ips == addrs.v4.len() + addrs.v6.len();
         let set = match self.stale.remove(key) {
             Some(old) if old.addrs == addrs => old,
             _ => Rc::new(PeerSet {
@@ -287,14 +285,18 @@ impl PeerCache {
                 addrs,
             }),
         };
-        self.sets.insert(key.clone(), Rc::clone(&set));
+        let known = Known {
+            set: Rc::clone(&set),
+            movable,
+        };
+        self.sets.insert(key.clone(), known);
         set
     }
 
     /// The set of `key`, when it is known (computed and not forgotten
     /// since).
     pub(super) fn known(&self, key: &PeerKey) -> Option<&Rc<PeerSet>> {
-        self.sets.get(key)
+        self.sets.get(key).map(|k| &k.set)
     }
 
     /// Drops the forgotten sets nobody computed again (call after a
