@@ -343,12 +343,12 @@ struct Dirty {
 }
 
 /// `compiled` (a policy's rules, compiled from the same policy against the
-/// same local pods) with each peer set replaced by the cache's current one
-/// of its key: what compiling it again gives when only peer pods moved,
+/// same local pods) with each peer set replaced by its current version in
+/// the cache: what compiling it again gives when only peer pods moved,
 /// without selecting, hashing selectors or copying keys. `None` when that
-/// is not known to be so: a set the cache does not hold (forgotten, to be
-/// computed again), or an egress named port in `policy` (it reads the
-/// peers' ports, and may have resolved nowhere before).
+/// is not known to be so: a set the cache forgot (to be computed again),
+/// or an egress named port in `policy` (it reads the peers' ports, and may
+/// have resolved nowhere before).
 fn relink(
     policy: &Policy,
     compiled: &[Rc<ResolvedPolicy>],
@@ -371,10 +371,10 @@ fn relink(
                 let peers = match &rule.peers {
                     Peers::Any => Peers::Any,
                     Peers::Addrs(set) => {
-                        let SetKey::Peers(key) = &set.key else {
+                        if !matches!(set.key, SetKey::Peers(_)) {
                             return None;
-                        };
-                        let now = cache.known(key)?;
+                        }
+                        let now = cache.current(set)?;
                         changed |= !Rc::ptr_eq(now, set);
                         Peers::Addrs(Rc::clone(now))
                     }
@@ -532,11 +532,11 @@ impl State {
         for key in &dirty.relink {
             // Relinked in place: the entry keeps its selection, its
             // selectors and its place in `dependents`.
+            // The policy is the same: a changed one is in `dirty.compile`.
             let entry = entries.get_mut(key);
             let done = entry.is_some_and(|entry| {
-                let same = snapshot.policies.get(key) == Some(&entry.policy);
-                let rules = same.then(|| relink(&entry.policy, &entry.compiled, compiler.cache()));
-                match rules.flatten() {
+                debug_assert!(snapshot.policies.get(key) == Some(&entry.policy));
+                match relink(&entry.policy, &entry.compiled, compiler.cache()) {
                     Some(rules) => {
                         entry.compiled = rules;
                         true

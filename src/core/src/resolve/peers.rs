@@ -64,6 +64,10 @@ pub struct PeerCache {
     /// the same addresses is this one, so that what was built from it can
     /// be reused (`ruleset::build::BuildCache`).
     stale: HashMap<PeerKey, Rc<PeerSet>>,
+    /// Each set moved or forgotten since the last compilation, as it was
+    /// then, with its version now (`None`: forgotten). A peer set that a
+    /// kept policy holds is one of these or still the cache's own.
+    changed: Vec<(Rc<PeerSet>, Option<Rc<PeerSet>>)>,
     /// Egress named ports, per key.
     pub(super) named: HashMap<NamedPortKey, Rc<Vec<NamedPort>>>,
 }
@@ -77,6 +81,21 @@ struct Known {
     /// keep it so (a pod put at an address the set holds already makes
     /// the set be computed again).
     movable: bool,
+}
+
+/// Records in `changed` that the set `was` is now `now`.
+fn record(
+    changed: &mut Vec<(Rc<PeerSet>, Option<Rc<PeerSet>>)>,
+    was: &Rc<PeerSet>,
+    now: Option<&Rc<PeerSet>>,
+) {
+    let later = changed
+        .iter_mut()
+        .find(|(_, v)| v.as_ref().is_some_and(|v| Rc::ptr_eq(v, was)));
+    match later {
+        Some((_, v)) => *v = now.cloned(),
+        None => changed.push((Rc::clone(was), now.cloned())),
+    }
 }
 
 /// A version of a changed pod, as the peer cache sees it: its slot in the
@@ -189,16 +208,19 @@ impl PeerCache {
                 .flatten();
             match patched {
                 Some(addrs) => {
-                    known.set = Rc::new(PeerSet {
+                    let now = Rc::new(PeerSet {
                         key: set.key.clone(),
                         addrs,
-                    })
+                    });
+                    record(&mut self.changed, set, Some(&now));
+                    known.set = now;
                 }
                 None => forget.push(key.clone()),
             }
         }
         for key in forget {
             if let Some(known) = self.sets.remove(&key) {
+                record(&mut self.changed, &known.set, None);
                 self.stale.insert(key, known.set);
             }
         }
@@ -226,9 +248,11 @@ impl PeerCache {
         });
         let gone = self
             .sets
-            .extract_if(|key, _| key_reads_namespace(key, old, new))
-            .map(|(key, known)| (key, known.set));
-        self.stale.extend(gone);
+            .extract_if(|key, _| key_reads_namespace(key, old, new));
+        for (key, known) in gone {
+            record(&mut self.changed, &known.set, None);
+            self.stale.insert(key, known.set);
+        }
         self.named
             .retain(|key, _| !key_reads_namespace(&key.peers, old, new));
     }
@@ -293,16 +317,22 @@ impl PeerCache {
         set
     }
 
-    /// The set of `key`, when it is known (computed and not forgotten
-    /// since).
-    pub(super) fn known(&self, key: &PeerKey) -> Option<&Rc<PeerSet>> {
-        self.sets.get(key).map(|k| &k.set)
+    /// The current version of `set`, a peer set of the last compilation
+    /// (or one kept from before it): itself, the version it was moved
+    /// to, or `None` when it was forgotten. A pointer search of the few
+    /// sets changed since: no key is hashed or compared.
+    pub(super) fn current<'s>(&'s self, set: &'s Rc<PeerSet>) -> Option<&'s Rc<PeerSet>> {
+        match self.changed.iter().find(|(was, _)| Rc::ptr_eq(was, set)) {
+            Some((_, now)) => now.as_ref(),
+            None => Some(set),
+        }
     }
 
-    /// Drops the forgotten sets nobody computed again (call after a
-    /// compilation).
+    /// Drops the forgotten sets nobody computed again, and the record of
+    /// what changed (call after a compilation).
     pub(super) fn clear_stale(&mut self) {
         self.stale.clear();
+        self.changed.clear();
     }
 
     /// The pods every `Pods` peer of a rule selects (sorted, unique), or
