@@ -79,6 +79,10 @@ pub struct BuildCache {
     /// The dispatch maps of the last build and the local pods they were
     /// made of.
     maps: Option<(Rc<Vec<LocalPod>>, Vec<VerdictMap>)>,
+    /// The (key, direction) of each compiled policy of the last build, in
+    /// order: while they and the local pods stay, each pod chain's
+    /// policies are at the positions it recorded, and no name is hashed.
+    policies: Vec<(NamespacedName, Direction)>,
     reused_sets: usize,
     reused_chains: usize,
 }
@@ -112,6 +116,8 @@ struct Cached {
 struct CachedChain {
     /// The compiled policies it was planned from, in the pod's order.
     inputs: Vec<Rc<ResolvedPolicy>>,
+    /// Their positions in the resolution's policies.
+    positions: Vec<usize>,
     chain: Chain,
     /// The sets its rules look up, in order.
     sets: Vec<ChainSet>,
@@ -254,6 +260,20 @@ fn build_inner(
             .flat_map(|dir| Family::ALL.map(|family| dispatch_map(resolution, dir, family)))
             .collect()
     };
+    // The same local pods and compiled policies (by key) as the last build.
+    let same_pods = cache.as_deref().is_some_and(|c| {
+        c.maps
+            .as_ref()
+            .is_some_and(|(was, _)| Rc::ptr_eq(was, &resolution.pods))
+    });
+    let same_policies = cache.as_deref().is_some_and(|c| {
+        c.policies.len() == resolution.policies.len()
+            && c.policies
+                .iter()
+                .zip(&resolution.policies)
+                .all(|((key, dir), p)| *dir == p.direction && *key == p.key)
+    });
+    let at_recorded_positions = same_pods && same_policies;
     rs.maps = match cache.as_deref_mut() {
         Some(c) => {
             let maps = match c.maps.take() {
@@ -274,11 +294,8 @@ fn build_inner(
         .push(base_chain(Hook::Forward, Direction::Ingress, opts));
     rs.chains
         .push(base_chain(Hook::Input, Direction::Egress, opts));
-    let by_key: HashMap<(&NamespacedName, Direction), &Rc<ResolvedPolicy>> = resolution
-        .policies
-        .iter()
-        .map(|p| ((&p.key, p.direction), p))
-        .collect();
+    // Positions of the compiled policies by key, made when first needed.
+    let mut by_key: Option<HashMap<(&NamespacedName, Direction), usize>> = None;
     // Each pod chain: taken from the cache when its policies compiled to
     // the same rules, else planned.
     let prev_chains = cache
@@ -294,11 +311,6 @@ fn build_inner(
             if pod.policies(dir).is_empty() {
                 continue;
             }
-            let inputs: Vec<&Rc<ResolvedPolicy>> = pod
-                .policies(dir)
-                .iter()
-                .filter_map(|name| by_key.get(&(name, dir)).copied())
-                .collect();
             // Both lists come in (pod key, direction) order: the chain of
             // this pod and direction is next, or there is none (an order
             // that is not so only costs hits).
@@ -308,6 +320,22 @@ fn build_inner(
                 .next_if(|(k, _)| (&k.0, k.1) == here)
                 .map(|(_, c)| c);
             taken += usize::from(hit.is_some());
+            let positions: Vec<usize> = match &hit {
+                Some(c) if at_recorded_positions => c.positions.clone(),
+                _ => {
+                    let by_key = by_key.get_or_insert_with(|| {
+                        let keys = resolution.policies.iter().map(|p| (&p.key, p.direction));
+                        keys.zip(0..).collect()
+                    });
+                    let found = pod
+                        .policies(dir)
+                        .iter()
+                        .map(|name| by_key.get(&(name, dir)));
+                    found.flatten().copied().collect()
+                }
+            };
+            let inputs: Vec<&Rc<ResolvedPolicy>> =
+                positions.iter().map(|&i| &resolution.policies[i]).collect();
             let hit = hit.filter(|c| c.inputs.len() == inputs.len());
             let planned = match hit {
                 Some(c) if c.inputs.iter().zip(&inputs).all(|(a, b)| a == *b) => {
@@ -321,9 +349,9 @@ fn build_inner(
                 {
                     Err((c, Reuse::WithNewSets))
                 }
-                _ => Ok(plan_pod(pod, dir, &by_key, merge_limit)),
+                _ => Ok(plan_pod(pod, dir, &inputs, merge_limit)),
             };
-            work.push((pod, dir, inputs, planned));
+            work.push((pod, dir, positions, inputs, planned));
         }
     }
     // The same pod chains, each taken from the cache (and no other cached
@@ -331,19 +359,21 @@ fn build_inner(
     let kept_ids = cache
         .as_deref_mut()
         .and_then(|c| c.ids.take())
-        .filter(|_| taken == cached_chains && work.iter().all(|w| w.3.is_err()));
+        .filter(|_| taken == cached_chains && work.iter().all(|w| w.4.is_err()));
     drop(prev_chains);
-    let keys = work.iter().flat_map(|(_, _, _, planned)| -> Vec<&SetKey> {
-        match planned {
-            Ok(plan) => plan
-                .rules
-                .iter()
-                .filter_map(|r| r.lookup.as_ref())
-                .map(|l| &l.key)
-                .collect(),
-            Err((cached, _)) => cached.sets.iter().map(|set| &set.key).collect(),
-        }
-    });
+    let keys = work
+        .iter()
+        .flat_map(|(_, _, _, _, planned)| -> Vec<&SetKey> {
+            match planned {
+                Ok(plan) => plan
+                    .rules
+                    .iter()
+                    .filter_map(|r| r.lookup.as_ref())
+                    .map(|l| &l.key)
+                    .collect(),
+                Err((cached, _)) => cached.sets.iter().map(|set| &set.key).collect(),
+            }
+        });
     let ids_kept = kept_ids.is_some();
     let mut b = Builder {
         sets: Vec::new(),
@@ -358,7 +388,7 @@ fn build_inner(
     };
     let mut next_chains = Vec::new();
     let mut reused_chains = 0;
-    for (pod, dir, inputs, planned) in work {
+    for (pod, dir, positions, inputs, planned) in work {
         let planned = match planned {
             Err((cached, how)) => match b.reuse_chain(cached, how, &inputs) {
                 Ok(mut cached) => {
@@ -366,12 +396,13 @@ fn build_inner(
                     if let Reuse::WithNewSets = how {
                         cached.inputs = inputs.into_iter().cloned().collect();
                     }
+                    cached.positions = positions;
                     rs.chains.push(cached.chain.clone());
                     next_chains.push(((pod.key.clone(), dir), cached));
                     continue;
                 }
                 // A set id moved (a new colliding key): plan it again.
-                Err(()) => plan_pod(pod, dir, &by_key, merge_limit),
+                Err(()) => plan_pod(pod, dir, &inputs, merge_limit),
             },
             Ok(plan) => plan,
         };
@@ -393,6 +424,7 @@ fn build_inner(
         if b.cache.is_some() {
             let cached = CachedChain {
                 inputs: inputs.into_iter().cloned().collect(),
+                positions,
                 chain: chain.clone(),
                 sets: std::mem::take(&mut b.used),
             };
@@ -407,6 +439,13 @@ fn build_inner(
         cache.reused_sets = b.reused_sets;
         cache.sets = b.next;
         cache.chains = next_chains;
+        if !same_policies {
+            let keys = resolution
+                .policies
+                .iter()
+                .map(|p| (p.key.clone(), p.direction));
+            cache.policies = keys.collect();
+        }
     }
     rs
 }
@@ -559,21 +598,19 @@ struct Plan<'r> {
     deny_only: Vec<&'r NamespacedName>,
 }
 
-/// The allows of `pod` in `dir`: every part of every policy selecting it,
-/// merged by port range.
+/// The allows of `pod` in `dir`: every part of every policy selecting it
+/// (`policies`, compiled for `dir`), merged by port range.
 fn plan_pod<'r>(
     pod: &LocalPod,
     dir: Direction,
-    policies: &HashMap<(&NamespacedName, Direction), &'r Rc<ResolvedPolicy>>,
+    policies: &[&'r Rc<ResolvedPolicy>],
     merge_limit: usize,
 ) -> Plan<'r> {
     let mut all_ports: Vec<Part<'r>> = Vec::new();
     let mut by_proto: BTreeMap<Protocol, Vec<Part<'r>>> = BTreeMap::new();
     let mut deny_only = Vec::new();
-    for name in pod.policies(dir) {
-        let Some(policy) = policies.get(&(name, dir)) else {
-            continue;
-        };
+    for policy in policies {
+        debug_assert_eq!(policy.direction, dir);
         let parts = policy_parts(pod, policy);
         if parts.is_empty() {
             deny_only.push(&policy.key);
