@@ -69,7 +69,7 @@ pub fn kube_router(r: &Resolution) -> (String, String) {
                     format!("-m set --match-set {name} {field} ")
                 }
             };
-            let ports: Vec<String> = match &rule.ports {
+            let ports: Vec<String> = match &*rule.ports {
                 Ports::Any => vec![String::new()],
                 Ports::Listed { numeric, .. } => numeric
                     .iter()

@@ -482,7 +482,7 @@ fn named_ports_resolve_per_destination_pod() {
     assert!(!allowed(&s, "10.0.1.3", "10.0.1.1", tcp(8080)));
     let r = resolve(&s, "n1");
     assert_eq!(
-        r.policies[0].rules[0].ports,
+        *r.policies[0].rules[0].ports,
         Ports::Listed {
             numeric: vec![],
             named: vec![]

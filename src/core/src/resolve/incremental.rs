@@ -382,7 +382,7 @@ fn relink(
                 rules.push(ResolvedRule {
                     index: rule.index,
                     peers,
-                    ports: rule.ports.clone(),
+                    ports: Rc::clone(&rule.ports),
                 });
             }
             Some(if changed {

@@ -82,8 +82,9 @@ pub struct ResolvedRule {
     pub index: usize,
     /// Who the rule allows.
     pub peers: Peers,
-    /// On which ports.
-    pub ports: Ports,
+    /// On which ports (shared: a policy relinked to new peer sets keeps
+    /// its ports).
+    pub ports: Rc<Ports>,
 }
 
 /// The peers of a rule.
@@ -279,7 +280,7 @@ impl ResolvedRule {
             Peers::Any => true,
             Peers::Addrs(set) => set.addrs.contains(&peer),
         };
-        let port_ok = match &self.ports {
+        let port_ok = match &*self.ports {
             Ports::Any => true,
             Ports::Listed { numeric, named } => {
                 numeric
@@ -379,7 +380,7 @@ impl<'s> Compiler<'s> {
                 ResolvedRule {
                     index: i,
                     peers,
-                    ports,
+                    ports: Rc::new(ports),
                 }
             })
             .collect()

@@ -191,7 +191,7 @@ fn same_shape(a: &ResolvedPolicy, b: &ResolvedPolicy, merge_limit: usize) -> boo
         && a.rules.len() == b.rules.len()
         && a.rules.iter().zip(&b.rules).all(|(x, y)| {
             x.index == y.index
-                && ports(&x.ports, &y.ports)
+                && (Rc::ptr_eq(&x.ports, &y.ports) || ports(&x.ports, &y.ports))
                 && match (&x.peers, &y.peers) {
                     (Peers::Any, Peers::Any) => true,
                     (Peers::Addrs(p), Peers::Addrs(q)) => sets(p, q),
@@ -650,7 +650,7 @@ fn policy_parts<'r>(pod: &LocalPod, policy: &'r ResolvedPolicy) -> Vec<Part<'r>>
             peers,
             ports,
         };
-        match &rule.ports {
+        match &*rule.ports {
             Ports::Any => parts.push(part(label, peers, None)),
             Ports::Listed { numeric, named } => {
                 for (protocol, range) in numeric {
@@ -1021,7 +1021,7 @@ fn peer_set<'r>(
             })
             .next(),
         Some(number) => rules
-            .filter_map(|r| match &r.ports {
+            .filter_map(|r| match &*r.ports {
                 Ports::Listed { named, .. } => named.iter().find_map(|n| match n {
                     NamedPort::Peers { set, port, .. } if *port == number => found(set),
                     _ => None,
