@@ -122,6 +122,8 @@ impl Dep {
 /// A policy selecting local pods, compiled.
 #[derive(Debug)]
 struct Entry {
+    /// The policy's key.
+    key: NamespacedName,
     /// The policy it was compiled from: compiled again from the same one,
     /// it keeps its place in `dependents` and `global`.
     policy: Arc<Policy>,
@@ -188,12 +190,18 @@ struct State {
     index: Index,
     /// The node's active pods.
     local: BTreeMap<NamespacedName, Arc<Pod>>,
-    /// Policies that select a local pod.
-    entries: BTreeMap<NamespacedName, Entry>,
+    /// Policies that select a local pod: the place of each in `slots`.
+    entries: BTreeMap<NamespacedName, usize>,
+    /// The entries by place (`None`: free). `dependents` and `global`
+    /// hold places, so that marking the policies a change touches
+    /// compares and copies no names.
+    slots: Vec<Option<Entry>>,
+    /// Free places, reused first.
+    free: Vec<usize>,
     /// Which entries read each selector.
-    dependents: HashMap<Dep, BTreeSet<NamespacedName>>,
+    dependents: HashMap<Dep, BTreeSet<usize>>,
     /// Entries whose egress named ports read every pod.
-    global: BTreeSet<NamespacedName>,
+    global: BTreeSet<usize>,
     /// Selections, peer sets and named ports, kept until a change may
     /// touch them: a policy compiled again reuses what did not change.
     cache: PeerCache,
@@ -264,7 +272,7 @@ impl Incremental {
                 let mut state = State::new(snapshot, &self.node);
                 let all = Dirty {
                     compile: snapshot.policies.keys().cloned().collect(),
-                    relink: BTreeSet::new(),
+                    relink: Vec::new(),
                 };
                 let (compiled, _) = state.compile(&all);
                 self.work = Work {
@@ -312,22 +320,27 @@ pub fn differences(a: &Resolution, b: &Resolution) -> usize {
         })
 }
 
-/// Takes the entry `key` out of `dependents` and `global`.
+/// Takes the entry at place `at` out of `dependents` and `global`.
 fn forget(
-    dependents: &mut HashMap<Dep, BTreeSet<NamespacedName>>,
-    global: &mut BTreeSet<NamespacedName>,
-    key: &NamespacedName,
+    dependents: &mut HashMap<Dep, BTreeSet<usize>>,
+    global: &mut BTreeSet<usize>,
+    at: usize,
     deps: Vec<Dep>,
 ) {
     for dep in deps {
         if let Some(who) = dependents.get_mut(&dep) {
-            who.remove(key);
+            who.remove(&at);
             if who.is_empty() {
                 dependents.remove(&dep);
             }
         }
     }
-    global.remove(key);
+    global.remove(&at);
+}
+
+/// The entry at place `at`, which `dependents` or `global` holds.
+fn entry(slots: &[Option<Entry>], at: usize) -> &Entry {
+    slots[at].as_ref().expect("a held place holds an entry")
 }
 
 /// The policies a change touches.
@@ -338,8 +351,8 @@ struct Dirty {
     compile: BTreeSet<NamespacedName>,
     /// Read a selector that a peer pod moved in or out of (or whose
     /// addresses or ports changed), and nothing else: relinked when
-    /// they can be (see [`relink`]), else compiled.
-    relink: BTreeSet<NamespacedName>,
+    /// they can be (see [`relink`]), else compiled. Places, sorted.
+    relink: Vec<usize>,
 }
 
 /// `compiled` (a policy's rules, compiled from the same policy against the
@@ -411,6 +424,8 @@ impl State {
             index: Index::new(snapshot),
             local,
             entries: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             dependents: HashMap::new(),
             global: BTreeSet::new(),
             cache: PeerCache::default(),
@@ -424,10 +439,14 @@ impl State {
         let prev = std::mem::replace(&mut self.snapshot, Arc::clone(snapshot));
         let mut dirty = Dirty {
             compile: changes.policies.clone(),
-            relink: BTreeSet::new(),
+            relink: Vec::new(),
         };
-        let mut mark = |who: &BTreeSet<NamespacedName>| dirty.compile.extend(who.iter().cloned());
-        let mut peers_moved = BTreeSet::new();
+        let slots = &self.slots;
+        let mut mark = |who: &BTreeSet<usize>| {
+            let keys = who.iter().map(|&at| entry(slots, at).key.clone());
+            dirty.compile.extend(keys);
+        };
+        let mut peers_moved = Vec::new();
 
         for ns in &changes.namespaces {
             let (old, new) = (prev.namespace_labels(ns), snapshot.namespace_labels(ns));
@@ -492,7 +511,7 @@ impl State {
                 let found_before = was.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
                 let found_now = is.as_ref().is_some_and(|(p, l)| dep.covers(p, l));
                 if found_before != found_now || (found_now && data_changed) {
-                    peers_moved.extend(who.iter().cloned());
+                    peers_moved.extend(who.iter().copied());
                 }
             }
             if data_changed {
@@ -505,10 +524,12 @@ impl State {
             let keys = in_namespace(&self.entries, ns).map(|(k, _)| k.clone());
             dirty.compile.extend(keys);
         }
-        dirty.relink = peers_moved
-            .into_iter()
-            .filter(|k| !dirty.compile.contains(k))
-            .collect();
+        peers_moved.sort_unstable();
+        peers_moved.dedup();
+        if !dirty.compile.is_empty() {
+            peers_moved.retain(|&at| !dirty.compile.contains(&entry(slots, at).key));
+        }
+        dirty.relink = peers_moved;
         dirty
     }
 
@@ -521,6 +542,8 @@ impl State {
             index,
             local,
             entries,
+            slots,
+            free,
             dependents,
             global,
             cache,
@@ -528,31 +551,27 @@ impl State {
         } = self;
         let mut compiler = Compiler::with_cache(snapshot, index, std::mem::take(cache));
         let mut relinked = 0;
-        let mut keys: Vec<&NamespacedName> = dirty.compile.iter().collect();
-        for key in &dirty.relink {
+        let mut keys: Vec<NamespacedName> = dirty.compile.iter().cloned().collect();
+        for &at in &dirty.relink {
             // Relinked in place: the entry keeps its selection, its
-            // selectors and its place in `dependents`.
-            // The policy is the same: a changed one is in `dirty.compile`.
-            let entry = entries.get_mut(key);
-            let done = entry.is_some_and(|entry| {
-                debug_assert!(snapshot.policies.get(key) == Some(&entry.policy));
-                match relink(&entry.policy, &entry.compiled, compiler.cache()) {
-                    Some(rules) => {
-                        entry.compiled = rules;
-                        true
-                    }
-                    None => false,
+            // selectors and its place in `dependents`. The policy is the
+            // same: a changed one is in `dirty.compile`.
+            let Some(entry) = slots[at].as_mut() else {
+                continue;
+            };
+            debug_assert!(snapshot.policies.get(&entry.key) == Some(&entry.policy));
+            match relink(&entry.policy, &entry.compiled, compiler.cache()) {
+                Some(rules) => {
+                    entry.compiled = rules;
+                    relinked += 1;
                 }
-            });
-            if done {
-                relinked += 1;
-            } else {
-                keys.push(key);
+                None => keys.push(entry.key.clone()),
             }
         }
         let mut compiled = 0;
-        for key in keys {
-            let old = entries.remove(key);
+        for key in &keys {
+            let place = entries.get(key).copied();
+            let old = place.and_then(|at| slots[at].take());
             let policy = snapshot.policies.get(key);
             let candidates: Vec<&Pod> = policy
                 .map(|p| {
@@ -564,12 +583,22 @@ impl State {
             let made = policy
                 .and_then(|p| compile_policy(&mut compiler, key, p, &candidates).map(|c| (p, c)));
             let Some((policy, (chosen, rules))) = made else {
-                if let Some(old) = old {
-                    forget(dependents, global, key, old.deps);
+                if let (Some(at), Some(old)) = (place, old) {
+                    forget(dependents, global, at, old.deps);
+                    entries.remove(key);
+                    free.push(at);
                     *pods = None;
                 }
                 continue;
             };
+            let at = place.unwrap_or_else(|| {
+                let at = free.pop().unwrap_or_else(|| {
+                    slots.push(None);
+                    slots.len() - 1
+                });
+                entries.insert(key.clone(), at);
+                at
+            });
             let selected: Vec<NamespacedName> =
                 chosen.iter().map(|&i| candidates[i].key()).collect();
             let same_pods = old.as_ref().is_some_and(|o| {
@@ -587,30 +616,25 @@ impl State {
                 Some(old) if old.policy == *policy => old.deps,
                 old => {
                     if let Some(old) = old {
-                        forget(dependents, global, key, old.deps);
+                        forget(dependents, global, at, old.deps);
                     }
                     let (deps, reads_all) = deps_of(policy);
                     for dep in &deps {
-                        dependents
-                            .entry(dep.clone())
-                            .or_default()
-                            .insert(key.clone());
+                        dependents.entry(dep.clone()).or_default().insert(at);
                     }
                     if reads_all {
-                        global.insert(key.clone());
+                        global.insert(at);
                     }
                     deps
                 }
             };
-            entries.insert(
-                key.clone(),
-                Entry {
-                    policy: Arc::clone(policy),
-                    selected,
-                    compiled: rules,
-                    deps,
-                },
-            );
+            slots[at] = Some(Entry {
+                key: key.clone(),
+                policy: Arc::clone(policy),
+                selected,
+                compiled: rules,
+                deps,
+            });
             compiled += 1;
         }
         *cache = compiler.into_cache();
@@ -623,7 +647,7 @@ impl State {
         let policies = self
             .entries
             .values()
-            .flat_map(|entry| entry.compiled.iter().map(Rc::clone))
+            .flat_map(|&at| entry(&self.slots, at).compiled.iter().map(Rc::clone))
             .collect();
         let pods = match &self.pods {
             Some(pods) => Rc::clone(pods),
@@ -635,7 +659,8 @@ impl State {
     /// The local pods with the policies that isolate them.
     fn local_pods(&self) -> Vec<LocalPod> {
         let mut isolating: HashMap<&NamespacedName, [Vec<NamespacedName>; 2]> = HashMap::new();
-        for (key, entry) in &self.entries {
+        for (key, &at) in &self.entries {
+            let entry = entry(&self.slots, at);
             for r in &entry.compiled {
                 let side = match r.direction {
                     Direction::Ingress => 0,
