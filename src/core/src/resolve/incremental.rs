@@ -40,8 +40,8 @@ use std::sync::Arc;
 use super::index::Index;
 use super::peers::{self, PeerCache};
 use super::{
-    compile_policy, resolve, Compiler, LocalPod, Peers, Resolution, ResolvedPolicy, ResolvedRule,
-    SetKey,
+    compile_policy, resolve, Compiler, LocalPod, PeerSet, Peers, Resolution, ResolvedPolicy,
+    ResolvedRule, SetKey,
 };
 use crate::model::{
     Direction, Labels, NamespaceScope, NamespacedName, Peer, Pod, Policy, PortRef, Selector,
@@ -355,60 +355,59 @@ struct Dirty {
     relink: Vec<usize>,
 }
 
-/// `compiled` (a policy's rules, compiled from the same policy against the
-/// same local pods) with each peer set replaced by its current version in
-/// the cache: what compiling it again gives when only peer pods moved,
-/// without selecting, hashing selectors or copying keys. `None` when that
-/// is not known to be so: a set the cache forgot (to be computed again),
-/// or an egress named port in `policy` (it reads the peers' ports, and may
-/// have resolved nowhere before).
-fn relink(
-    policy: &Policy,
-    compiled: &[Rc<ResolvedPolicy>],
-    cache: &PeerCache,
-) -> Option<Vec<Rc<ResolvedPolicy>>> {
+/// Brings `compiled` (a policy's rules, compiled from the same policy
+/// against the same local pods) to the current version in the cache of
+/// each of its peer sets: what compiling it again gives when only peer
+/// pods moved, without selecting, hashing selectors or copying keys. A
+/// direction whose sets all stayed keeps its rules. False, and `compiled`
+/// left as it was, when that is not known to be so: a set the cache
+/// forgot (to be computed again), or an egress named port in `policy` (it
+/// reads the peers' ports, and may have resolved nowhere before).
+fn relink(policy: &Policy, compiled: &mut [Rc<ResolvedPolicy>], cache: &PeerCache) -> bool {
     let named = |rule: &crate::model::Rule| {
         rule.ports
             .iter()
             .any(|p| matches!(p.port, Some(PortRef::Name(_))))
     };
     if policy.isolates(Direction::Egress) && policy.rules(Direction::Egress).iter().any(named) {
-        return None;
+        return false;
     }
-    compiled
-        .iter()
-        .map(|policy| {
-            let mut changed = false;
-            let mut rules = Vec::with_capacity(policy.rules.len());
-            for rule in &policy.rules {
-                let peers = match &rule.peers {
-                    Peers::Any => Peers::Any,
-                    Peers::Addrs(set) => {
-                        if !matches!(set.key, SetKey::Peers(_)) {
-                            return None;
-                        }
-                        let now = cache.current(set)?;
-                        changed |= !Rc::ptr_eq(now, set);
-                        Peers::Addrs(Rc::clone(now))
-                    }
-                };
-                rules.push(ResolvedRule {
-                    index: rule.index,
-                    peers,
-                    ports: Rc::clone(&rule.ports),
-                });
-            }
-            Some(if changed {
-                Rc::new(ResolvedPolicy {
-                    key: policy.key.clone(),
-                    direction: policy.direction,
-                    rules,
-                })
-            } else {
-                Rc::clone(policy)
-            })
+    fn sets(p: &ResolvedPolicy) -> impl Iterator<Item = &Rc<PeerSet>> {
+        p.rules.iter().filter_map(|rule| match &rule.peers {
+            Peers::Addrs(set) => Some(set),
+            Peers::Any => None,
         })
-        .collect()
+    }
+    // Every set is a set of peers the cache still holds (or moved).
+    let known =
+        |set: &Rc<PeerSet>| matches!(set.key, SetKey::Peers(_)) && cache.current(set).is_some();
+    if !compiled.iter().all(|p| sets(p).all(known)) {
+        return false;
+    }
+    for policy in compiled.iter_mut() {
+        let moved = |set: &Rc<PeerSet>| cache.current(set).is_some_and(|now| !Rc::ptr_eq(now, set));
+        if !sets(policy).any(moved) {
+            continue;
+        }
+        let rules = policy
+            .rules
+            .iter()
+            .map(|rule| ResolvedRule {
+                index: rule.index,
+                peers: match &rule.peers {
+                    Peers::Any => Peers::Any,
+                    Peers::Addrs(set) => Peers::Addrs(Rc::clone(cache.current(set).unwrap_or(set))),
+                },
+                ports: Rc::clone(&rule.ports),
+            })
+            .collect();
+        *policy = Rc::new(ResolvedPolicy {
+            key: policy.key.clone(),
+            direction: policy.direction,
+            rules,
+        });
+    }
+    true
 }
 
 impl State {
@@ -560,12 +559,10 @@ impl State {
                 continue;
             };
             debug_assert!(snapshot.policies.get(&entry.key) == Some(&entry.policy));
-            match relink(&entry.policy, &entry.compiled, compiler.cache()) {
-                Some(rules) => {
-                    entry.compiled = rules;
-                    relinked += 1;
-                }
-                None => keys.push(entry.key.clone()),
+            if relink(&entry.policy, &mut entry.compiled, compiler.cache()) {
+                relinked += 1;
+            } else {
+                keys.push(entry.key.clone());
             }
         }
         let mut compiled = 0;
