@@ -23,7 +23,7 @@ use super::{
     AddrField, AddrSet, BaseChain, Chain, CtMatch, Elements, Family, Hook, MapElement, Match,
     PortRange, Protocol, Rule, Ruleset, SetElement, Verdict, VerdictMap,
 };
-use crate::model::{Direction, NamespacedName};
+use crate::model::{Direction, NamespacedName, Peer};
 use crate::resolve::{
     normalise, Addr, LocalPod, NamedPort, PeerSet, Peers, Ports, Resolution, ResolvedPolicy,
     SetKey, UnionMember,
@@ -969,7 +969,7 @@ impl Builder<'_> {
         };
         let Some(cache) = self.cache.as_deref_mut() else {
             let elements = write_elements(lookup);
-            let interval = elements.iter().any(|e| e.range.is_range());
+            let interval = has_ranges(lookup, &elements);
             return (elements, interval);
         };
         let (elements, interval) = match cache.sets.remove(name) {
@@ -982,7 +982,7 @@ impl Builder<'_> {
                     Some(old) => rewrite_elements(&old, lookup),
                     None => write_elements(lookup),
                 };
-                let interval = elements.iter().any(|e| e.range.is_range());
+                let interval = has_ranges(lookup, &elements);
                 (elements, interval)
             }
         };
@@ -1109,6 +1109,18 @@ fn rewrite_elements(old: &Cached, lookup: &Lookup<'_>) -> Elements {
         out.push(Arc::new(made));
     }
     out.into_iter().collect()
+}
+
+/// Whether any of `elements`, the elements of the set `lookup` reads, is
+/// a range. Only ipBlocks make ranges: the elements of a set of pods'
+/// addresses (most sets, and the largest) are not read.
+fn has_ranges(lookup: &Lookup<'_>, elements: &Elements) -> bool {
+    let pods_only = |key: &SetKey| match key {
+        SetKey::Peers(k) => k.peers.iter().all(|p| matches!(p, Peer::Pods { .. })),
+        _ => false,
+    };
+    !lookup.members.iter().all(|m| pods_only(&m.set.key))
+        && elements.iter().any(|e| e.range.is_range())
 }
 
 /// The element of one address entry, its comment naming the pods or blocks.
