@@ -380,7 +380,7 @@ fn relink(policy: &Policy, compiled: &mut [Rc<ResolvedPolicy>], cache: &PeerCach
     }
     // Every set is a set of peers the cache still holds (or moved).
     let known =
-        |set: &Rc<PeerSet>| matches!(set.key, SetKey::Peers(_)) && cache.current(set).is_some();
+        |set: &Rc<PeerSet>| matches!(*set.key, SetKey::Peers(_)) && cache.current(set).is_some();
     if !compiled.iter().all(|p| sets(p).all(known)) {
         return false;
     }

@@ -104,7 +104,9 @@ pub enum Peers {
 pub struct PeerSet {
     /// What the addresses are: the peer definition (or, for an egress
     /// named port, the definition, the port name and its protocol).
-    pub key: SetKey,
+    /// Shared by the versions of the set: a set moved to its next version
+    /// keeps its key, and compares it by address.
+    pub key: Rc<SetKey>,
     /// The addresses, normalised per family.
     pub addrs: AddrLists,
 }

@@ -209,7 +209,7 @@ impl PeerCache {
             match patched {
                 Some(addrs) => {
                     let now = Rc::new(PeerSet {
-                        key: set.key.clone(),
+                        key: Rc::clone(&set.key),
                         addrs,
                     });
                     record(&mut self.changed, set, Some(&now));
@@ -305,7 +305,7 @@ impl PeerCache {
         let set = match self.stale.remove(key) {
             Some(old) if old.addrs == addrs => old,
             _ => Rc::new(PeerSet {
-                key: SetKey::Peers(key.clone()),
+                key: Rc::new(SetKey::Peers(key.clone())),
                 addrs,
             }),
         };

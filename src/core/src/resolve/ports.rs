@@ -125,7 +125,7 @@ fn peer_named(
             port,
             name: name.to_owned(),
             set: Rc::new(PeerSet {
-                key: SetKey::NamedPort(key.clone()),
+                key: Rc::new(SetKey::NamedPort(key.clone())),
                 addrs: AddrLists::from_entries(entries),
             }),
         })

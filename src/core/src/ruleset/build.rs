@@ -548,7 +548,7 @@ struct Member<'r> {
 impl Member<'_> {
     fn union_member(&self) -> UnionMember {
         UnionMember {
-            key: self.set.key.clone(),
+            key: SetKey::clone(&self.set.key),
             port: self.port,
         }
     }
@@ -571,7 +571,7 @@ struct Lookup<'r> {
 impl<'r> Lookup<'r> {
     fn new(members: Vec<Member<'r>>, family: Family) -> Self {
         let key = match members.as_slice() {
-            [one] => one.set.key.clone(),
+            [one] => SetKey::clone(&one.set.key),
             _ => SetKey::Union(members.iter().map(Member::union_member).collect()),
         };
         Self {
@@ -851,7 +851,7 @@ impl Builder<'_> {
             [Member {
                 set,
                 port: Some(port),
-            }] => match &set.key {
+            }] => match &*set.key {
                 SetKey::NamedPort(k) => names::named_port_set(&id, k.protocol, *port, family),
                 _ => names::peer_set(&id, family),
             },
@@ -867,7 +867,7 @@ impl Builder<'_> {
                 members: lookup
                     .members
                     .iter()
-                    .map(|m| (m.set.key.clone(), m.port))
+                    .map(|m| (SetKey::clone(&m.set.key), m.port))
                     .collect(),
             });
         }
@@ -1012,7 +1012,7 @@ fn peer_set<'r>(
     port: Option<u16>,
 ) -> Option<&'r Rc<PeerSet>> {
     let rules = inputs.iter().flat_map(|p| &p.rules);
-    let found = |set: &'r Rc<PeerSet>| (set.key == *key).then_some(set);
+    let found = |set: &'r Rc<PeerSet>| (*set.key == *key).then_some(set);
     match port {
         None => rules
             .filter_map(|r| match &r.peers {
