@@ -54,7 +54,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The three one-object changes of the issue, each as (name, changed snapshot).
+/// The one-object changes of the issue, each as (name, changed snapshot):
+/// a remote pod added, a pod relabelled, a policy edited, and a
+/// namespace relabelled into another team (its 100 pods leave the sets
+/// of one team's namespace selectors for another's).
 fn changes(s: &Snapshot) -> Vec<(&'static str, Snapshot)> {
     let mut added = s.clone();
     added.add_pod(
@@ -82,10 +85,17 @@ fn changes(s: &Snapshot) -> Vec<(&'static str, Snapshot)> {
             ),
         );
     }
+    let mut moved_ns = s.clone();
+    if let Some(ns) = moved_ns.namespaces.get_mut("ns-0") {
+        std::sync::Arc::make_mut(ns)
+            .labels
+            .insert("team".into(), "t1".into());
+    }
     vec![
         ("pod added", added),
         ("label changed", relabelled),
         ("policy edited", edited),
+        ("namespace relabelled", moved_ns),
     ]
 }
 
@@ -303,7 +313,12 @@ fn incremental(c: &mut Criterion) {
     };
     let medians: Vec<f64> = times.iter_mut().map(median).collect();
     eprintln!("one change, incremental sync (resolve + build + diff), median ms of 40 interleaved rounds:");
-    for name in ["pod added", "label changed", "policy edited"] {
+    for name in [
+        "pod added",
+        "label changed",
+        "policy edited",
+        "namespace relabelled",
+    ] {
         let at = |pods: usize| {
             syncers
                 .iter()
@@ -312,7 +327,7 @@ fn incremental(c: &mut Criterion) {
         };
         let (small, mid, large) = (at(1_000), at(10_000), at(50_000));
         eprintln!(
-            "  {name:14} 1k {small:6.2}  10k {mid:6.2}  50k {large:6.2}  50k/1k {:.2}",
+            "  {name:20} 1k {small:6.2}  10k {mid:6.2}  50k {large:6.2}  50k/1k {:.2}",
             large / small
         );
     }

@@ -777,33 +777,65 @@ fn editing_one_policy_compiles_exactly_it() {
 }
 
 #[test]
-fn relabelling_a_namespace_compiles_the_policies_whose_namespace_selector_matched() {
+fn relabelling_a_namespace_relinks_the_policies_whose_namespace_selector_tells_it_apart() {
     let s = costed();
     let (mut inc, _) = start(&s);
 
     // c: {} -> team=blue: only b/to-blue-db's selector matches (new labels).
     let mut next = s.clone();
     next.add_namespace(namespace("c", [("team", "blue")]));
-    assert_eq!(step(&mut inc, &s, next.clone()), (1, 3));
+    assert_eq!(counts(step_work(&mut inc, &s, next.clone())), (0, 1, 3));
 
     // b: team=blue -> team=red: to-blue-db matched the old labels,
-    // from-red matches the new ones; from-prod matches neither.
+    // from-red matches the new ones (b/api moves into its set);
+    // from-prod matches neither.
     let s = next;
     let mut next = s.clone();
     next.add_namespace(namespace("b", [("team", "red")]));
-    assert_eq!(step(&mut inc, &s, next.clone()), (2, 2));
+    assert_eq!(counts(step_work(&mut inc, &s, next.clone())), (0, 2, 2));
 
-    // d: env=prod -> env=test: from-prod matches both versions.
+    // d: env=prod -> env=test: from-prod matches both versions, and
+    // finds the same pods: nothing to do.
     let s = next;
     let mut next = s.clone();
     next.add_namespace(namespace("d", [("env", "test")]));
-    assert_eq!(step(&mut inc, &s, next.clone()), (1, 3));
+    assert_eq!(step(&mut inc, &s, next.clone()), (0, 4));
 
-    // d: env=test -> no labels: from-prod matched the old labels only.
+    // d: env=test -> no labels: from-prod matched the old labels only
+    // (d/job leaves its set).
     let s = next;
     let mut next = s.clone();
     next.add_namespace(namespace("d", []));
-    assert_eq!(step(&mut inc, &s, next), (1, 3));
+    assert_eq!(counts(step_work(&mut inc, &s, next)), (0, 1, 3));
+}
+
+#[test]
+fn a_namespace_relabelled_with_a_pod_changed_in_the_same_sync() {
+    let s = costed();
+    let (mut inc, _) = start(&s);
+    // b turns red (its pods join a/from-red's peers) while b/api changes
+    // address, a new pod comes to b, and d/job leaves: the pods the
+    // namespace move saw are moved again from where it put them.
+    let mut next = s.clone();
+    next.add_namespace(namespace("b", [("team", "red")]));
+    next.add_namespace(namespace("d", []));
+    next.add_pod(
+        pod("b", "api")
+            .labels([("app", "api")])
+            .ip("10.0.0.33")
+            .node(NODE),
+    );
+    next.add_pod(
+        pod("b", "new")
+            .labels([("app", "db")])
+            .ip("10.0.0.34")
+            .node("node1"),
+    );
+    next.pods
+        .remove(&nftpolicy_core::model::NamespacedName::new("d", "job"));
+    step_work(&mut inc, &s, next.clone());
+    // And back.
+    step_work(&mut inc, &next, s);
 }
 
 #[test]
@@ -877,7 +909,7 @@ fn check_finds_a_resolver_fed_incomplete_changes() {
     step(&mut inc, &s, s1.clone());
     let mut s2 = s1.clone();
     s2.add_namespace(namespace("c", [("team", "red")]));
-    step(&mut inc, &s1, s2.clone());
+    step_work(&mut inc, &s1, s2.clone());
     let s2 = Arc::new(s2);
     let kept = inc.resolve(&s2, Some(&Changes::default()));
     assert_eq!(inc.check(&s2, &kept), 0);
@@ -938,18 +970,16 @@ fn the_cached_build_reuses_exactly_the_sets_whose_peers_did_not_change() {
     assert_eq!(inc.work().compiled, 0, "a label no verdict depends on");
     assert!(got == resolve(&unread, LOCAL_NODE));
 
-    // The same on a namespace: the policies whose namespace selectors
-    // match it are compiled again, their sets computed again with the
-    // same addresses, and are the same sets.
+    // The same on a namespace: no namespace selector tells its old
+    // labels from its new ones, so no set changes and nothing is
+    // compiled or relinked.
     let mut quiet = (*unread).clone();
     let ns = Arc::make_mut(quiet.namespaces.get_mut("ns-0").expect("ns-0"));
     ns.labels.insert("note".into(), "unread".into());
     let quiet = Arc::new(quiet);
     let got = inc.resolve(&quiet, Some(&Changes::between(&unread, &quiet)));
-    assert!(
-        inc.work().compiled > 0,
-        "the policies selecting ns-0 by labels were compiled again"
-    );
+    let w = inc.work();
+    assert_eq!((w.compiled, w.relinked), (0, 0), "{w:?}");
     let rs = build_cached(&got, &Options::default(), &mut sets);
     assert!(
         rs == build(&resolve(&quiet, LOCAL_NODE)),

@@ -447,16 +447,22 @@ impl State {
         };
         let mut peers_moved = Vec::new();
 
+        // Namespaces whose pods the cache sees with their new labels.
+        let mut relabelled: BTreeSet<&str> = BTreeSet::new();
         for ns in &changes.namespaces {
             let (old, new) = (prev.namespace_labels(ns), snapshot.namespace_labels(ns));
             if old == new {
                 continue;
             }
-            self.cache.forget_namespace(&old, &new);
+            let in_ns = self.index.in_namespace(ns);
+            self.cache.move_namespace(&self.index, in_ns, &old, &new);
+            relabelled.insert(ns);
+            // A selector whose namespace selector tells the two apart
+            // finds the namespace's pods, or no longer does.
             for (dep, who) in &self.dependents {
                 if let NamespaceScope::Matching(sel) = &dep.scope {
-                    if sel.matches(&old) || sel.matches(&new) {
-                        mark(who);
+                    if sel.matches(&old) != sel.matches(&new) {
+                        peers_moved.extend(who.iter().copied());
                     }
                 }
             }
@@ -482,10 +488,18 @@ impl State {
                     None => self.local.remove(key),
                 };
             }
-            let versions = [(old, &prev), (new, snapshot)].map(|(pod, s)| {
-                pod.filter(|p| p.ignored().is_none())
-                    .map(|p| (p, s.namespace_labels(&p.namespace)))
-            });
+            // The old version as the cache saw it: in a namespace
+            // relabelled above, with the new labels.
+            let old_view = |p: &Pod| match relabelled.contains(&*p.namespace) {
+                true => snapshot.namespace_labels(&p.namespace),
+                false => prev.namespace_labels(&p.namespace),
+            };
+            let versions = [
+                old.filter(|p| p.ignored().is_none())
+                    .map(|p| (p, old_view(p))),
+                new.filter(|p| p.ignored().is_none())
+                    .map(|p| (p, snapshot.namespace_labels(&p.namespace))),
+            ];
             let [old_v, new_v] =
                 [(&versions[0], old_slot), (&versions[1], new_slot)].map(|(version, slot)| {
                     Some(peers::Version {

@@ -138,6 +138,11 @@ impl Index {
             .find(|&slot| self.pod(slot).name == key.name)
     }
 
+    /// The slots of the active pods of namespace `ns`, ascending.
+    pub fn in_namespace(&self, ns: &str) -> &[usize] {
+        self.by_namespace.get(ns).map_or(&[], Vec::as_slice)
+    }
+
     /// The pod in `slot` (a slot a selection returned).
     pub fn pod(&self, slot: usize) -> &Pod {
         self.slots[slot]

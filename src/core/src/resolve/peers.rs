@@ -39,13 +39,15 @@ fn key_finds(key: &PeerKey, pod: &Pod, ns_labels: &Labels) -> bool {
 }
 
 /// Whether any `Pods` peer of `key` selects namespaces by labels that
-/// `old` or `new` match.
-fn key_reads_namespace(key: &PeerKey, old: &Labels, new: &Labels) -> bool {
+/// match one of `old` and `new` and not the other (a namespace's labels
+/// before and after a change): the peers may find its pods before and
+/// not after, or the reverse.
+fn key_tells_apart(key: &PeerKey, old: &Labels, new: &Labels) -> bool {
     key.peers.iter().any(|p| match p {
         Peer::Pods {
             namespaces: NamespaceScope::Matching(sel),
             ..
-        } => sel.matches(old) || sel.matches(new),
+        } => sel.matches(old) != sel.matches(new),
         _ => false,
     })
 }
@@ -53,9 +55,9 @@ fn key_reads_namespace(key: &PeerKey, old: &Labels, new: &Labels) -> bool {
 /// Resolved selectors: identical (namespace scope, pod selector) pairs,
 /// common across policies, are looked up once; identical peer definitions
 /// get one shared [`PeerSet`]. [`resolve`](super::resolve) uses one per
-/// sync; the incremental resolver keeps one across syncs and forgets
-/// what each change may touch ([`PeerCache::move_pod`],
-/// [`PeerCache::forget_namespace`]).
+/// sync; the incremental resolver keeps one across syncs and moves what
+/// each change touches ([`PeerCache::move_pod`],
+/// [`PeerCache::move_namespace`]).
 #[derive(Default)]
 pub struct PeerCache {
     by_selector: HashMap<(String, NamespaceScope, Selector), Rc<Vec<usize>>>,
@@ -119,6 +121,18 @@ fn moved(
 ) -> Option<AddrLists> {
     // A copy that shares every chunk; an edit copies the chunk it touches.
     let mut out = addrs.clone();
+    move_entries(&mut out, old, new, origin)?;
+    Some(out)
+}
+
+/// [`moved`], in place: `None` (and `out` half edited) when the move
+/// cannot be done entry by entry.
+fn move_entries(
+    out: &mut AddrLists,
+    old: Option<&[IpAddr]>,
+    new: Option<(&[IpAddr], &Origin)>,
+    origin: &Origin,
+) -> Option<()> {
     fn list<'l>(out: &'l mut AddrLists, ip: &IpAddr) -> &'l mut Entries {
         match ip {
             IpAddr::V4(_) => &mut out.v4,
@@ -126,7 +140,7 @@ fn moved(
         }
     }
     for ip in old.unwrap_or_default() {
-        let l = list(&mut out, ip);
+        let l = list(out, ip);
         let at = l.find(ip).ok()?;
         let entry = l.entry(at)?;
         if entry.range.last != *ip || entry.origins.as_slice() != std::slice::from_ref(origin) {
@@ -136,7 +150,7 @@ fn moved(
     }
     if let Some((ips, origin)) = new {
         for ip in ips {
-            let l = list(&mut out, ip);
+            let l = list(out, ip);
             // An address another pod of the set holds (or in a range,
             // never here: no ipBlocks): leave it to a full computation,
             // which keeps one of them.
@@ -147,7 +161,7 @@ fn moved(
             l.put(at, Addr::new(AddrRange::single(*ip), origin.clone()));
         }
     }
-    Some(out)
+    Some(())
 }
 
 impl PeerCache {
@@ -218,12 +232,7 @@ impl PeerCache {
                 None => forget.push(key.clone()),
             }
         }
-        for key in forget {
-            if let Some(known) = self.sets.remove(&key) {
-                record(&mut self.changed, &known.set, None);
-                self.stale.insert(key, known.set);
-            }
-        }
+        self.forget(forget);
         // Named ports of a rule without pod peers, or with ipBlocks, read
         // every pod.
         for v in [old, new].into_iter().flatten() {
@@ -239,22 +248,89 @@ impl PeerCache {
         }
     }
 
-    /// Forgets everything that selects namespaces by labels that `old` or
-    /// `new` (a changed namespace's labels before and after) match.
-    pub(super) fn forget_namespace(&mut self, old: &Labels, new: &Labels) {
-        self.by_selector.retain(|(_, scope, _), _| match scope {
-            NamespaceScope::Matching(sel) => !sel.matches(old) && !sel.matches(new),
-            NamespaceScope::Own => true,
-        });
-        let gone = self
-            .sets
-            .extract_if(|key, _| key_reads_namespace(key, old, new));
-        for (key, known) in gone {
-            record(&mut self.changed, &known.set, None);
-            self.stale.insert(key, known.set);
+    /// Moves the pods of a namespace whose labels changed from `old` to
+    /// `new` (`slots`: their slots in `index`, which holds them as the
+    /// cache last saw them) in every selection and peer set whose
+    /// namespace selectors tell the two apart, entry by entry: the work is
+    /// the namespace's pods times the sets that read it, not the sets'
+    /// sizes. Forgets the sets that cannot be moved so, and every egress
+    /// named port that reads the namespace.
+    pub(super) fn move_namespace(
+        &mut self,
+        index: &Index,
+        slots: &[usize],
+        old: &Labels,
+        new: &Labels,
+    ) {
+        for ((_, scope, sel), list) in self.by_selector.iter_mut() {
+            let NamespaceScope::Matching(ns_sel) = scope else {
+                continue;
+            };
+            let (was, is) = (ns_sel.matches(old), ns_sel.matches(new));
+            if was == is {
+                continue;
+            }
+            let list = Rc::make_mut(list);
+            for &slot in slots {
+                if !sel.matches(&index.pod(slot).labels) {
+                    continue;
+                }
+                if was {
+                    index::remove_sorted(list, slot);
+                } else {
+                    index::insert_sorted(list, slot);
+                }
+            }
         }
+        let mut forget = Vec::new();
+        for (key, known) in &mut self.sets {
+            if !key_tells_apart(key, old, new) {
+                continue;
+            }
+            // A copy made at the first pod that moves in or out.
+            let mut addrs: Option<AddrLists> = None;
+            let mut movable = known.movable;
+            for &slot in slots {
+                let pod = index.pod(slot);
+                let (was, is) = (key_finds(key, pod, old), key_finds(key, pod, new));
+                if was == is {
+                    continue;
+                }
+                let out = addrs.get_or_insert_with(|| known.set.addrs.clone());
+                let (origin, ips) = (index.pod_origin(slot), pod.ips.as_slice());
+                let (gone, came) = (was.then_some(ips), is.then_some((ips, &origin)));
+                movable = movable && move_entries(out, gone, came, &origin).is_some();
+                if !movable {
+                    break;
+                }
+            }
+            match addrs {
+                None => {}
+                Some(_) if !movable => forget.push(key.clone()),
+                Some(addrs) => {
+                    let now = Rc::new(PeerSet {
+                        key: Rc::clone(&known.set.key),
+                        addrs,
+                    });
+                    record(&mut self.changed, &known.set, Some(&now));
+                    known.set = now;
+                }
+            }
+        }
+        self.forget(forget);
         self.named
-            .retain(|key, _| !key_reads_namespace(&key.peers, old, new));
+            .retain(|key, _| !key_tells_apart(&key.peers, old, new));
+    }
+
+    /// Forgets the sets of `keys`: the next compilation computes them
+    /// again (keeping a version whose addresses did not change).
+    fn forget(&mut self, keys: Vec<PeerKey>) {
+        for key in keys {
+            if let Some(known) = self.sets.remove(&key) {
+                record(&mut self.changed, &known.set, None);
+                self.stale.insert(key, known.set);
+            }
+        }
     }
 
     /// Positions of the pods a `Pods` peer selects, seen from a policy in `own`.
