@@ -46,6 +46,43 @@ pub(super) fn remove_sorted(list: &mut Vec<usize>, v: usize) -> bool {
     list.is_empty()
 }
 
+/// Puts the sorted `new` into the sorted `list` in one pass (each once).
+pub(super) fn insert_all_sorted(list: &mut Vec<usize>, new: &[usize]) {
+    if new.is_empty() {
+        return;
+    }
+    let mut out = Vec::with_capacity(list.len() + new.len());
+    let (mut a, mut b) = (
+        list.iter().copied().peekable(),
+        new.iter().copied().peekable(),
+    );
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(&x), Some(&y)) if x == y => {
+                b.next();
+                a.next()
+            }
+            (Some(&x), Some(&y)) if y < x => b.next(),
+            (Some(_), _) => a.next(),
+            (None, _) => b.next(),
+        };
+        match next {
+            Some(v) => out.push(v),
+            None => break,
+        }
+    }
+    *list = out;
+}
+
+/// Takes the sorted `gone` out of the sorted `list` in one pass.
+pub(super) fn remove_all_sorted(list: &mut Vec<usize>, gone: &[usize]) {
+    let mut gone = gone.iter().copied().peekable();
+    list.retain(|&v| {
+        while gone.next_if(|&g| g < v).is_some() {}
+        gone.next_if_eq(&v).is_none()
+    });
+}
+
 impl Index {
     /// Indexes the active pods of `snapshot`; slots follow the snapshot's
     /// order (`ns/name`).
@@ -245,6 +282,30 @@ impl Index {
                     .collect();
                 out.sort_unstable();
                 out
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batch_edits_of_a_sorted_list_are_the_one_by_one_edits() {
+        let lists: [&[usize]; 4] = [&[], &[3], &[1, 4, 9, 10], &[0, 2, 4, 6, 8, 100]];
+        for list in lists {
+            for batch in lists {
+                let mut one_by_one = list.to_vec();
+                batch
+                    .iter()
+                    .for_each(|&v| super::insert_sorted(&mut one_by_one, v));
+                let mut at_once = list.to_vec();
+                super::insert_all_sorted(&mut at_once, batch);
+                assert_eq!(at_once, one_by_one, "insert {batch:?} into {list:?}");
+                batch.iter().for_each(|&v| {
+                    super::remove_sorted(&mut one_by_one, v);
+                });
+                super::remove_all_sorted(&mut at_once, batch);
+                assert_eq!(at_once, one_by_one, "remove {batch:?} from {list:?}");
             }
         }
     }

@@ -270,16 +270,16 @@ impl PeerCache {
             if was == is {
                 continue;
             }
+            // The namespace's slots are sorted: one pass over the list.
+            let found: Vec<usize> = slots
+                .iter()
+                .copied()
+                .filter(|&slot| sel.matches(&index.pod(slot).labels))
+                .collect();
             let list = Rc::make_mut(list);
-            for &slot in slots {
-                if !sel.matches(&index.pod(slot).labels) {
-                    continue;
-                }
-                if was {
-                    index::remove_sorted(list, slot);
-                } else {
-                    index::insert_sorted(list, slot);
-                }
+            match was {
+                true => index::remove_all_sorted(list, &found),
+                false => index::insert_all_sorted(list, &found),
             }
         }
         let mut forget = Vec::new();
