@@ -317,3 +317,97 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
     until_reachable(&c, &a, b_ip, false, "after a stopped being a client");
     agent.stop();
 }
+
+/// A namespace relabelled, followed with real packets: `r` and 40 other
+/// pods of namespace `tools` join and leave the peer set of a
+/// namespaceSelector (400 pods of a `blue` namespace keep it large), so
+/// the incremental resolve moves the namespace's pods entry by entry and
+/// the netlink picture takes the 41 addresses in and out in place.
+#[test]
+fn a_namespace_relabelled_moves_its_pods_with_real_packets() {
+    nftpolicy_lab::kernel_test!(
+        "agent_e2e::a_namespace_relabelled_moves_its_pods_with_real_packets"
+    );
+    let Pods {
+        c,
+        a,
+        b,
+        remote,
+        node,
+        node2,
+    } = Pods::new();
+    let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
+    let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
+
+    let fake = FakeApi::new();
+    fake.apply(namespace("x", json!({})));
+    fake.apply(namespace("blue", json!({"team": "blue"})));
+    fake.apply(namespace("tools", json!({"team": "red"})));
+    fake.apply(pod(
+        "x",
+        "a",
+        node.name(),
+        &a_ip.to_string(),
+        json!({"app": "a"}),
+    ));
+    fake.apply(pod(
+        "x",
+        "b",
+        node.name(),
+        &b_ip.to_string(),
+        json!({"app": "b"}),
+    ));
+    fake.apply(pod(
+        "tools",
+        "r",
+        &node2,
+        &r_ip.to_string(),
+        json!({"app": "probe"}),
+    ));
+    for i in 0..400u16 {
+        let addr = IpAddr::from([10, 243, (i / 256) as u8, (i % 256) as u8]);
+        let name = format!("blue-{i}");
+        fake.apply(pod("blue", &name, "far-away", &addr.to_string(), json!({})));
+    }
+    for i in 0..40u8 {
+        let addr = IpAddr::from([10, 245, 0, i]);
+        let name = format!("tool-{i}");
+        fake.apply(pod(
+            "tools",
+            &name,
+            "far-away",
+            &addr.to_string(),
+            json!({}),
+        ));
+    }
+    fake.apply(policy(
+        "x",
+        "allow-blue",
+        json!({"podSelector": {"matchLabels": {"app": "b"}},
+               "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}]}),
+    ));
+    let agent = Agent::start(&fake, &node);
+
+    until_reachable(&c, &a, b_ip, false, "after the initial lists");
+    until_reachable(&c, &remote, b_ip, false, "r, in a red namespace");
+    for round in 0..2 {
+        fake.apply(namespace("tools", json!({"team": "blue"})));
+        until_reachable(&c, &remote, b_ip, true, "after tools turned blue");
+        let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+        let tools = listing.matches("\"tools/tool-").count();
+        assert_eq!(tools, 40, "round {round}: the other pods of tools came too");
+        assert!(
+            !c.lab.probe(&a, b_ip, 80, Proto::Tcp, PROBE),
+            "a, in x, still not a peer"
+        );
+        fake.apply(namespace("tools", json!({"team": "red"})));
+        until_reachable(&c, &remote, b_ip, false, "after tools turned red again");
+        let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+        assert!(
+            !listing.contains("\"tools/"),
+            "round {round}: tools left whole"
+        );
+        assert!(listing.contains("\"blue/blue-399\""), "blue stays");
+    }
+    agent.stop();
+}
