@@ -8,25 +8,30 @@
 //! the keys of the objects that changed since the last call ([`Changes`],
 //! from the watch events), it
 //!
-//! 1. moves each changed pod in the index, and in the cached selections
-//!    and peer sets entry by entry (what cannot be moved so, a set with
-//!    ipBlocks or an address two pods hold, is forgotten and computed
-//!    again; one computed again with the same addresses stays the same
-//!    `Rc`);
+//! 1. moves the pods of each relabelled namespace, then each changed pod,
+//!    in the index and in the cached selections and peer sets, entry by
+//!    entry (what cannot be moved so, a set with ipBlocks or an address
+//!    two pods hold, is forgotten and computed again; one computed again
+//!    with the same addresses stays the same `Rc`). A namespace's pods
+//!    move only in the sets whose namespace selectors tell its old labels
+//!    from its new ones;
 //! 2. marks for compiling again every policy that is new, edited or
 //!    deleted; every policy of a namespace where a local pod came, went or
 //!    changed (what it selects, and its ingress named ports, may change);
-//!    every policy one of whose peer selectors finds a changed pod before
-//!    and not after (or the reverse), or finds it and its addresses or
-//!    container ports changed; every policy one of whose namespace
-//!    selectors matches the old or the new labels of a changed namespace;
 //!    and, when a pod's addresses, ports or activity changed, every policy
 //!    whose egress named ports look at every pod (a rule with named ports
 //!    and no peers, or with ipBlocks);
-//! 3. compiles those again through the resolver's own [`Compiler`] and the
-//!    kept cache, and keeps every other policy's rules as they were (the
-//!    same shared peer sets, which lets the builder's cache reuse what it
-//!    made of them).
+//! 3. marks for relinking every other policy one of whose peer selectors
+//!    finds a changed pod before and not after (or the reverse), or finds
+//!    it and its addresses or container ports changed, or whose namespace
+//!    selectors tell a relabelled namespace's old labels from its new
+//!    ones: its rules are kept, each moved peer set swapped for its new
+//!    version ([`relink`]; a policy with egress named ports, or whose set
+//!    was forgotten, is compiled instead);
+//! 4. compiles the marked policies again through the resolver's own
+//!    [`Compiler`] and the kept cache, and keeps every other policy's
+//!    rules as they were (the same shared peer sets, which lets the
+//!    builder's cache reuse what it made of them).
 //!
 //! A change thus costs the policies and peer sets it touches, not the
 //! cluster. The agent checks the kept state against a full [`resolve`]
