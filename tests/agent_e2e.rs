@@ -79,6 +79,25 @@ impl Pods {
             node2,
         }
     }
+
+    /// The IPv4 addresses of `a`, `b` and `r`.
+    fn ips(&self) -> (IpAddr, IpAddr, IpAddr) {
+        let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
+        (ip(&self.a), ip(&self.b), ip(&self.remote))
+    }
+
+    /// A fake API holding namespace `x` and its pods `a` (app=a) and `b`
+    /// (app=b) on node1.
+    fn api(&self) -> Arc<FakeApi> {
+        let fake = FakeApi::new();
+        let (a_ip, b_ip, _) = self.ips();
+        fake.apply(namespace("x", json!({})));
+        for (name, ip) in [("a", a_ip), ("b", b_ip)] {
+            let labels = json!({ "app": name });
+            fake.apply(pod("x", name, self.node.name(), &ip.to_string(), labels));
+        }
+        fake
+    }
 }
 
 /// The real agent loop on `node` of the lab, fed by `fake`, applying
@@ -127,6 +146,9 @@ impl Agent {
 #[test]
 fn fake_api_events_are_enforced_with_real_packets() {
     nftpolicy_lab::kernel_test!("agent_e2e::fake_api_events_are_enforced_with_real_packets");
+    let pods = Pods::new();
+    let (a_ip, b_ip, r_ip) = pods.ips();
+    let fake = pods.api();
     let Pods {
         c,
         a,
@@ -134,26 +156,7 @@ fn fake_api_events_are_enforced_with_real_packets() {
         remote,
         node,
         node2,
-    } = Pods::new();
-    let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
-    let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
-
-    let fake = FakeApi::new();
-    fake.apply(namespace("x", json!({})));
-    fake.apply(pod(
-        "x",
-        "a",
-        node.name(),
-        &a_ip.to_string(),
-        json!({"app": "a"}),
-    ));
-    fake.apply(pod(
-        "x",
-        "b",
-        node.name(),
-        &b_ip.to_string(),
-        json!({"app": "b"}),
-    ));
+    } = pods;
     fake.apply(pod(
         "x",
         "r",
@@ -242,24 +245,20 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
     nftpolicy_lab::kernel_test!(
         "agent_e2e::a_peer_set_of_many_chunks_follows_each_event_with_real_packets"
     );
+    let pods = Pods::new();
+    let (a_ip, b_ip, r_ip) = pods.ips();
+    let fake = pods.api();
     let Pods {
         c,
         a,
-        b,
+        b: _,
         remote,
         node,
         node2,
-    } = Pods::new();
-    let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
-    let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
-
-    let fake = FakeApi::new();
-    fake.apply(namespace("x", json!({})));
+    } = pods;
     let on = |name: &str, node: &str, ip: IpAddr, app: &str| {
         pod("x", name, node, &ip.to_string(), json!({ "app": app }))
     };
-    fake.apply(on("a", node.name(), a_ip, "a"));
-    fake.apply(on("b", node.name(), b_ip, "b"));
     fake.apply(on("r", &node2, r_ip, "client"));
     let filler = |i: u8, high: bool| {
         let addr = IpAddr::from([10, if high { 245 } else { 243 }, 0, i]);
@@ -328,35 +327,19 @@ fn a_namespace_relabelled_moves_its_pods_with_real_packets() {
     nftpolicy_lab::kernel_test!(
         "agent_e2e::a_namespace_relabelled_moves_its_pods_with_real_packets"
     );
+    let pods = Pods::new();
+    let (_, b_ip, r_ip) = pods.ips();
+    let fake = pods.api();
     let Pods {
         c,
         a,
-        b,
+        b: _,
         remote,
         node,
         node2,
-    } = Pods::new();
-    let ip = |h: &Host| IpAddr::V4(h.ipv4().unwrap());
-    let (a_ip, b_ip, r_ip) = (ip(&a), ip(&b), ip(&remote));
-
-    let fake = FakeApi::new();
-    fake.apply(namespace("x", json!({})));
+    } = pods;
     fake.apply(namespace("blue", json!({"team": "blue"})));
     fake.apply(namespace("tools", json!({"team": "red"})));
-    fake.apply(pod(
-        "x",
-        "a",
-        node.name(),
-        &a_ip.to_string(),
-        json!({"app": "a"}),
-    ));
-    fake.apply(pod(
-        "x",
-        "b",
-        node.name(),
-        &b_ip.to_string(),
-        json!({"app": "b"}),
-    ));
     fake.apply(pod(
         "tools",
         "r",
