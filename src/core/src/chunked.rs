@@ -84,6 +84,19 @@ impl<T> Chunked<T> {
         self.into_iter()
     }
 
+    /// Whether `other` holds the very same chunks (by address): a copy of
+    /// this list, or a list made of its chunks. Cheaper than `==`, which
+    /// would also find them equal.
+    pub fn shares_all(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self.chunks.len() == other.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&other.chunks)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
     /// The chunks in order; two versions share the chunks that one did
     /// not change (the same `Arc`), and a shared chunk holds the same items
     /// in both.
@@ -308,5 +321,10 @@ mod tests {
         assert_eq!((x.len(), y.len()), (1, 1));
         assert_eq!(a.len(), b.len());
         assert_ne!(a, b);
+        // Sharing every chunk is a copy; equal items in other chunks are not.
+        assert!(a.shares_all(&a.clone()));
+        assert!(!a.shares_all(&b));
+        let remade = Chunked::from(a.to_vec());
+        assert!(remade == a && !remade.shares_all(&a));
     }
 }

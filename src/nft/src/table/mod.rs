@@ -184,7 +184,8 @@ impl KernelTable {
                 continue;
             };
             let set = &mut table.rs.sets[*i];
-            if set.elements == d.elements {
+            // Most sets share every chunk already: nothing to copy.
+            if !set.elements.shares_all(&d.elements) && set.elements == d.elements {
                 set.elements = d.elements.clone();
             }
         }
