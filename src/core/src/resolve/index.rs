@@ -46,32 +46,12 @@ pub(super) fn remove_sorted(list: &mut Vec<usize>, v: usize) -> bool {
     list.is_empty()
 }
 
-/// Puts the sorted `new` into the sorted `list` in one pass (each once).
+/// Puts the sorted `new` into the sorted `list` (each once): the stable
+/// sort finds the two sorted runs and merges them in one pass.
 pub(super) fn insert_all_sorted(list: &mut Vec<usize>, new: &[usize]) {
-    if new.is_empty() {
-        return;
-    }
-    let mut out = Vec::with_capacity(list.len() + new.len());
-    let (mut a, mut b) = (
-        list.iter().copied().peekable(),
-        new.iter().copied().peekable(),
-    );
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(&x), Some(&y)) if x == y => {
-                b.next();
-                a.next()
-            }
-            (Some(&x), Some(&y)) if y < x => b.next(),
-            (Some(_), _) => a.next(),
-            (None, _) => b.next(),
-        };
-        match next {
-            Some(v) => out.push(v),
-            None => break,
-        }
-    }
-    *list = out;
+    list.extend_from_slice(new);
+    list.sort();
+    list.dedup();
 }
 
 /// Takes the sorted `gone` out of the sorted `list` in one pass.
