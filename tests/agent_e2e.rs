@@ -156,11 +156,12 @@ fn fake_api_events_are_enforced_with_real_packets() {
         remote,
         node,
         node2,
-    } = pods;
+        ..
+    } = &pods;
     fake.apply(pod(
         "x",
         "r",
-        &node2,
+        node2,
         &r_ip.to_string(),
         json!({"app": "client"}),
     ));
@@ -173,16 +174,16 @@ fn fake_api_events_are_enforced_with_real_packets() {
     ));
 
     let node_name = node.name().to_owned();
-    let agent = Agent::start(&fake, &node);
+    let agent = Agent::start(&fake, node);
 
     // Initial lists: b is isolated, r (a client on the other node) may reach it, a may not.
-    until_reachable(&c, &a, b_ip, false, "after the initial lists");
+    until_reachable(c, a, b_ip, false, "after the initial lists");
     assert!(
-        c.lab.probe(&remote, b_ip, 80, Proto::Tcp, PROBE),
+        c.lab.probe(remote, b_ip, 80, Proto::Tcp, PROBE),
         "a client on node2 reaches b"
     );
     assert!(
-        c.lab.probe(&b, a_ip, 80, Proto::Tcp, PROBE),
+        c.lab.probe(b, a_ip, 80, Proto::Tcp, PROBE),
         "a is not isolated"
     );
 
@@ -194,7 +195,7 @@ fn fake_api_events_are_enforced_with_real_packets() {
         &a_ip.to_string(),
         json!({"app": "client"}),
     ));
-    let took = until_reachable(&c, &a, b_ip, true, "after a became a client");
+    let took = until_reachable(c, a, b_ip, true, "after a became a client");
     eprintln!("label change enforced (as seen by the prober) within {took:?}");
 
     // Losing the watch (410 Gone, re-list) keeps enforcing, then a new event still applies.
@@ -202,25 +203,25 @@ fn fake_api_events_are_enforced_with_real_packets() {
     fake.apply(pod(
         "x",
         "r",
-        &node2,
+        node2,
         &r_ip.to_string(),
         json!({"app": "other"}),
     ));
     until_reachable(
-        &c,
-        &remote,
+        c,
+        remote,
         b_ip,
         false,
         "after r stopped being a client (after a 410 re-list)",
     );
     assert!(
-        c.lab.probe(&a, b_ip, 80, Proto::Tcp, PROBE),
+        c.lab.probe(a, b_ip, 80, Proto::Tcp, PROBE),
         "a still allowed after the re-list"
     );
 
     // Deleting the last policy of b removes its isolation.
     assert!(fake.delete(Res::Policies, "x", "allow-clients"));
-    until_reachable(&c, &remote, b_ip, true, "after the policy was deleted");
+    until_reachable(c, remote, b_ip, true, "after the policy was deleted");
 
     agent.stop();
     // The table stays when the agent stops (a rolling update never opens the node).
@@ -251,15 +252,15 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
     let Pods {
         c,
         a,
-        b: _,
         remote,
         node,
         node2,
-    } = pods;
+        ..
+    } = &pods;
     let on = |name: &str, node: &str, ip: IpAddr, app: &str| {
         pod("x", name, node, &ip.to_string(), json!({ "app": app }))
     };
-    fake.apply(on("r", &node2, r_ip, "client"));
+    fake.apply(on("r", node2, r_ip, "client"));
     let filler = |i: u8, high: bool| {
         let addr = IpAddr::from([10, if high { 245 } else { 243 }, 0, i]);
         on(&format!("far-{high}-{i}"), "far-away", addr, "client")
@@ -274,28 +275,28 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
         json!({"podSelector": {"matchLabels": {"app": "b"}},
                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]}),
     ));
-    let agent = Agent::start(&fake, &node);
+    let agent = Agent::start(&fake, node);
 
-    until_reachable(&c, &a, b_ip, false, "after the initial lists");
+    until_reachable(c, a, b_ip, false, "after the initial lists");
     assert!(
-        c.lab.probe(&remote, b_ip, 80, Proto::Tcp, PROBE),
+        c.lab.probe(remote, b_ip, 80, Proto::Tcp, PROBE),
         "r, a client, reaches b"
     );
-    let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+    let listing = c.lab.nft(node, &["list", "ruleset"]).unwrap();
     let clients = listing.matches("\"x/far-").count();
     assert!(clients >= 300, "{clients} far clients in the table");
 
     fake.apply(on("a", node.name(), a_ip, "client"));
-    until_reachable(&c, &a, b_ip, true, "after a became a client");
-    fake.apply(on("r", &node2, r_ip, "other"));
-    until_reachable(&c, &remote, b_ip, false, "after r stopped being a client");
+    until_reachable(c, a, b_ip, true, "after a became a client");
+    fake.apply(on("r", node2, r_ip, "other"));
+    until_reachable(c, remote, b_ip, false, "after r stopped being a client");
     // Changes in the first and the last chunk leave a's entry alone.
     assert!(fake.delete(Res::Pods, "x", "far-false-0"));
     fake.apply(filler(200, true));
     let start = Instant::now();
     while !c
         .lab
-        .nft(&node, &["list", "ruleset"])
+        .nft(node, &["list", "ruleset"])
         .unwrap()
         .contains("\"x/far-true-200\"")
     {
@@ -303,17 +304,17 @@ fn a_peer_set_of_many_chunks_follows_each_event_with_real_packets() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        c.lab.probe(&a, b_ip, 80, Proto::Tcp, PROBE),
+        c.lab.probe(a, b_ip, 80, Proto::Tcp, PROBE),
         "a still a client after changes at both ends"
     );
     assert!(
-        !c.lab.probe(&remote, b_ip, 80, Proto::Tcp, PROBE),
+        !c.lab.probe(remote, b_ip, 80, Proto::Tcp, PROBE),
         "r still not a client"
     );
-    fake.apply(on("r", &node2, r_ip, "client"));
-    until_reachable(&c, &remote, b_ip, true, "after r became a client again");
+    fake.apply(on("r", node2, r_ip, "client"));
+    until_reachable(c, remote, b_ip, true, "after r became a client again");
     fake.apply(on("a", node.name(), a_ip, "a"));
-    until_reachable(&c, &a, b_ip, false, "after a stopped being a client");
+    until_reachable(c, a, b_ip, false, "after a stopped being a client");
     agent.stop();
 }
 
@@ -333,17 +334,17 @@ fn a_namespace_relabelled_moves_its_pods_with_real_packets() {
     let Pods {
         c,
         a,
-        b: _,
         remote,
         node,
         node2,
-    } = pods;
+        ..
+    } = &pods;
     fake.apply(namespace("blue", json!({"team": "blue"})));
     fake.apply(namespace("tools", json!({"team": "red"})));
     fake.apply(pod(
         "tools",
         "r",
-        &node2,
+        node2,
         &r_ip.to_string(),
         json!({"app": "probe"}),
     ));
@@ -369,23 +370,23 @@ fn a_namespace_relabelled_moves_its_pods_with_real_packets() {
         json!({"podSelector": {"matchLabels": {"app": "b"}},
                "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}]}]}),
     ));
-    let agent = Agent::start(&fake, &node);
+    let agent = Agent::start(&fake, node);
 
-    until_reachable(&c, &a, b_ip, false, "after the initial lists");
-    until_reachable(&c, &remote, b_ip, false, "r, in a red namespace");
+    until_reachable(c, a, b_ip, false, "after the initial lists");
+    until_reachable(c, remote, b_ip, false, "r, in a red namespace");
     for round in 0..2 {
         fake.apply(namespace("tools", json!({"team": "blue"})));
-        until_reachable(&c, &remote, b_ip, true, "after tools turned blue");
-        let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+        until_reachable(c, remote, b_ip, true, "after tools turned blue");
+        let listing = c.lab.nft(node, &["list", "ruleset"]).unwrap();
         let tools = listing.matches("\"tools/tool-").count();
         assert_eq!(tools, 40, "round {round}: the other pods of tools came too");
         assert!(
-            !c.lab.probe(&a, b_ip, 80, Proto::Tcp, PROBE),
+            !c.lab.probe(a, b_ip, 80, Proto::Tcp, PROBE),
             "a, in x, still not a peer"
         );
         fake.apply(namespace("tools", json!({"team": "red"})));
-        until_reachable(&c, &remote, b_ip, false, "after tools turned red again");
-        let listing = c.lab.nft(&node, &["list", "ruleset"]).unwrap();
+        until_reachable(c, remote, b_ip, false, "after tools turned red again");
+        let listing = c.lab.nft(node, &["list", "ruleset"]).unwrap();
         assert!(
             !listing.contains("\"tools/"),
             "round {round}: tools left whole"
